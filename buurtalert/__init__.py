@@ -1,0 +1,1 @@
+"""buurtalert command line: run the system, import areas."""

@@ -1,0 +1,5 @@
+"""python -m buurtalert."""
+
+from buurtalert.cli import main
+
+main()

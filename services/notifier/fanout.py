@@ -1,0 +1,51 @@
+"""Pure fan-out: groups to distinct recipients."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from shared.schemas import AlertRouted, Member, MemberChannel, Relation
+
+
+def recipient_key(channel: MemberChannel, address: str) -> str:
+    """Opaque key of one person on one channel: never the raw address."""
+    digest = hashlib.sha256(f"{channel}:{address.strip().lower()}".encode()).hexdigest()
+    return f"{channel}:{digest[:20]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One person to notify on one channel, and why."""
+
+    key: str
+    member_id: str
+    group_id: str
+    channel: MemberChannel
+    address: str
+    relation: Relation
+
+
+def plan_recipients(
+    routed: AlertRouted, members_by_group: Mapping[str, Sequence[Member]]
+) -> list[Recipient]:
+    """Distinct recipients of a routed alert; a person in two groups is told once.
+
+    Where one person is reached through several groups, "in your area" beats "next to it".
+    """
+    chosen: dict[str, Recipient] = {}
+    for target in routed.targets:
+        for member in members_by_group.get(target.group_id, ()):
+            key = recipient_key(member.channel, member.address)
+            current = chosen.get(key)
+            if current is None or (current.relation == "adjacent" and target.relation == "in_area"):
+                chosen[key] = Recipient(
+                    key=key,
+                    member_id=member.member_id,
+                    group_id=target.group_id,
+                    channel=member.channel,
+                    address=member.address,
+                    relation=target.relation,
+                )
+    return sorted(chosen.values(), key=lambda r: r.key)

@@ -1,0 +1,110 @@
+"""Notifier handlers: decode, plan recipients (pure), deliver once each, settle."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
+from prometheus_client import Counter
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from services.notifier.channels.outbox import OutboxChannel
+from services.notifier.fanout import plan_recipients
+from services.notifier.texts import render
+from shared import subjects
+from shared.broker import ServiceRuntime
+from shared.consuming import Settler
+from shared.errors import PermanentError, TransientError
+from shared.observability import latency_histogram
+from shared.outbox import OutcomeStore
+from shared.registry import Registry
+from shared.schemas import AlertRouted, DeliveryAttempted, Member, utcnow
+from shared.settings import NotifierSettings
+
+log = logging.getLogger(__name__)
+
+
+def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
+    """Attach the notifier's subscriber to the runtime's broker."""
+    broker = runtime.broker
+    registry = Registry(runtime.redis)
+    store = OutcomeStore(runtime.redis, settings.outcome_ttl_s, settings.outbox_max_len)
+    outbox = OutboxChannel(store)
+    settler = Settler("notifier", broker, settings, runtime.metrics)
+    deliveries = Counter(
+        "notifier_deliveries_total",
+        "Recorded delivery outcomes",
+        ["channel", "outcome"],
+        registry=runtime.metrics,
+    )
+    suppressed = Counter(
+        "notifier_duplicates_suppressed_total",
+        "Deliveries skipped because the recipient already had an outcome (redelivery)",
+        registry=runtime.metrics,
+    )
+    accept_to_delivery = latency_histogram(
+        runtime.metrics,
+        "notifier_accept_to_delivery_seconds",
+        "From acceptance at the edge to the recorded delivery",
+        ("channel",),
+    )
+
+    @broker.subscriber(
+        subjects.ROUTED,
+        stream=JStream(settings.stream_name, declare=False),
+        durable=subjects.NOTIFIER_DURABLE,
+        pull_sub=PullSub(batch_size=settings.batch_size, timeout=1.0),
+        config=ConsumerConfig(ack_wait=settings.ack_wait_s, max_deliver=-1),
+        # Ack only after every recipient has its outcome; redeliveries are made harmless
+        # by the per-(alert, recipient) idempotency key in OutcomeStore.
+        ack_policy=AckPolicy.MANUAL,
+        title="alerts.v1.routed",
+        description="Routed alerts; fanned out to members",
+    )
+    async def on_routed(msg: NatsMessage) -> None:
+        async def work() -> None:
+            try:
+                routed = AlertRouted.model_validate_json(msg.body)
+            except ValidationError as exc:
+                raise PermanentError(f"not an AlertRouted v1: {exc.error_count()} errors") from exc
+            alert = routed.alert
+            try:
+                members: dict[str, list[Member]] = {
+                    t.group_id: await registry.members(t.group_id) for t in routed.targets
+                }
+                recipients = plan_recipients(routed, members)
+                if not recipients:
+                    nobody = DeliveryAttempted(
+                        alert_id=alert.alert_id,
+                        recipient="-",
+                        channel="outbox",
+                        outcome="no_recipients",
+                        attempted_at=utcnow(),
+                    )
+                    if await store.record(nobody):
+                        deliveries.labels("none", "no_recipients").inc()
+                    return
+                done = await store.recorded(alert.alert_id)
+                for recipient in recipients:
+                    if recipient.key in done:
+                        suppressed.inc()
+                        continue
+                    text = render(alert, recipient.relation)
+                    if await outbox.deliver(alert, recipient, text):
+                        deliveries.labels(outbox.name, "delivered").inc()
+                        accept_to_delivery.labels(outbox.name).observe(
+                            max(0.0, time.time() - alert.received_at.timestamp())
+                        )
+                    else:
+                        suppressed.inc()
+            except RedisError as exc:
+                raise TransientError(f"redis: {type(exc).__name__}") from exc
+            log.info(
+                "fanned out alert",
+                extra={"alert_id": alert.alert_id, "recipients": len(recipients)},
+            )
+
+        await settler.run(msg, work)

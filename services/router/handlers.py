@@ -1,0 +1,83 @@
+"""Router handlers: decode, route (pure), publish, settle."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from services.router.index_cache import IndexCache
+from services.router.matching import route_alert
+from shared import subjects
+from shared.broker import ServiceRuntime
+from shared.consuming import Settler
+from shared.errors import PermanentError
+from shared.observability import latency_histogram
+from shared.schemas import AlertReceived
+from shared.settings import RouterSettings
+
+log = logging.getLogger(__name__)
+
+
+def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexCache) -> None:
+    """Attach the router's subscriber to the runtime's broker."""
+    broker = runtime.broker
+    settler = Settler("router", broker, settings, runtime.metrics)
+    routed = Counter(
+        "router_alerts_total",
+        "Alerts routed, by outcome",
+        ["kind", "outcome"],
+        registry=runtime.metrics,
+    )
+    seconds = latency_histogram(runtime.metrics, "router_route_seconds", "Time to route one alert")
+
+    @broker.subscriber(
+        subjects.RECEIVED_ALL,
+        stream=JStream(settings.stream_name, declare=False),
+        durable=subjects.ROUTER_DURABLE,
+        pull_sub=PullSub(batch_size=settings.batch_size, timeout=1.0),
+        config=ConsumerConfig(ack_wait=settings.ack_wait_s, max_deliver=-1),
+        # Settled by hand: ack after the routed event is stored, nak/term by error type.
+        ack_policy=AckPolicy.MANUAL,
+        title="alerts.v1.received",
+        description="Alerts from every channel; routed to areas and groups",
+    )
+    async def on_received(msg: NatsMessage) -> None:
+        async def work() -> None:
+            started = time.perf_counter()
+            try:
+                alert = AlertReceived.model_validate_json(msg.body)
+            except ValidationError as exc:
+                raise PermanentError(
+                    f"not an AlertReceived v1: {exc.error_count()} errors"
+                ) from exc
+            event = route_alert(alert, await cache.get())
+            await broker.publish(
+                event.model_dump_json().encode(),
+                subjects.ROUTED,
+                headers={subjects.MSG_ID_HEADER: subjects.routed_msg_id(alert.alert_id)},
+                correlation_id=alert.alert_id,
+                stream=settings.stream_name,
+                timeout=5.0,
+            )
+            outcome = (
+                "matched"
+                if event.targets
+                else ("no_location" if alert.location is None else "unmatched")
+            )
+            routed.labels(alert.kind, outcome).inc()
+            seconds.observe(time.perf_counter() - started)
+            log.info(
+                "routed alert",
+                extra={
+                    "alert_id": alert.alert_id,
+                    "groups": len(event.targets),
+                    "areas": len(event.area_ids),
+                },
+            )
+
+        await settler.run(msg, work)

@@ -1,0 +1,1 @@
+"""Shared building blocks of buurtalert: schemas, subjects, settings, broker factory, registry."""

@@ -1,0 +1,112 @@
+"""Settling a JetStream message: ack, retry with backoff, or dead-letter. Never drop silently."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from faststream.nats import NatsBroker, NatsMessage
+from prometheus_client import CollectorRegistry, Counter
+
+from shared import subjects
+from shared.errors import PermanentError, TransientError
+from shared.settings import ConsumerSettings
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["router", "notifier"]
+
+
+def backoff_s(num_delivered: int, retry_after_s: float | None = None) -> float:
+    """Delay before the next delivery: the provider's word if given, else exponential, capped."""
+    if retry_after_s is not None:
+        return max(0.0, retry_after_s)
+    return float(min(30.0, 0.5 * 2 ** max(0, num_delivered - 1)))
+
+
+class Settler:
+    """Runs one message's work and settles the message by the typed outcome."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        broker: NatsBroker,
+        settings: ConsumerSettings,
+        metrics: CollectorRegistry,
+    ) -> None:
+        self.stage = stage
+        self.broker = broker
+        self.settings = settings
+        self.dead_letters = Counter(
+            f"{stage}_dead_letters_total",
+            "Messages parked on the dead-letter subject",
+            ["reason"],
+            registry=metrics,
+        )
+        self.retries = Counter(
+            f"{stage}_retries_total",
+            "Messages handed back for redelivery",
+            ["reason"],
+            registry=metrics,
+        )
+
+    async def run(self, msg: NatsMessage, work: Callable[[], Awaitable[None]]) -> None:
+        """Do the work, then ack; on failure nak with delay or dead-letter."""
+        delivered = _num_delivered(msg)
+        try:
+            await work()
+        except PermanentError as exc:
+            await self._dead_letter(msg, "permanent", str(exc))
+            return
+        except TransientError as exc:
+            await self._retry_or_park(msg, delivered, "transient", str(exc), exc.retry_after_s)
+            return
+        except Exception as exc:
+            log.exception("%s: unexpected error on delivery %d", self.stage, delivered)
+            await self._retry_or_park(msg, delivered, "unexpected", type(exc).__name__, None)
+            return
+        await msg.ack()
+
+    async def _retry_or_park(
+        self, msg: NatsMessage, delivered: int, reason: str, detail: str, after: float | None
+    ) -> None:
+        if delivered >= self.settings.max_deliver:
+            await self._dead_letter(msg, f"{reason}_exhausted", detail)
+            return
+        self.retries.labels(reason).inc()
+        delay = backoff_s(delivered, after)
+        log.warning(
+            "%s: retry in %.1fs after %s (delivery %d)", self.stage, delay, reason, delivered
+        )
+        await msg.nack(delay=delay)
+
+    async def _dead_letter(self, msg: NatsMessage, reason: str, detail: str) -> None:
+        seq = _stream_seq(msg)
+        await self.broker.publish(
+            msg.body,
+            subjects.dead_letter(self.stage),
+            headers={
+                subjects.MSG_ID_HEADER: f"dead:{self.stage}:{seq}",
+                "Buurtalert-Reason": reason,
+                "Buurtalert-Detail": detail[:200],
+            },
+            stream=self.settings.stream_name,
+        )
+        self.dead_letters.labels(reason).inc()
+        log.error("%s: dead-lettered stream seq %s: %s", self.stage, seq, reason)
+        await msg.reject()
+
+
+def _num_delivered(msg: NatsMessage) -> int:
+    try:
+        return int(msg.raw_message.metadata.num_delivered or 1)
+    except Exception:  # noqa: BLE001 - core NATS messages carry no metadata
+        return 1
+
+
+def _stream_seq(msg: NatsMessage) -> int:
+    try:
+        return int(msg.raw_message.metadata.sequence.stream)
+    except Exception:  # noqa: BLE001
+        return 0

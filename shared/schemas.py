@@ -1,0 +1,157 @@
+"""Versioned event and API schemas (v1).
+
+Events are past tense, frozen and timezone-aware; each carries `schema_version` and keeps the
+raw payload it came from, so a later normaliser can be replayed against the original input.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.subjects import Channel
+
+SCHEMA_VERSION: Literal[1] = 1
+
+LocationSource = Literal["coordinates", "shared_location", "postcode", "address", "home_area"]
+DeliveryChannel = Literal["sms", "telegram", "whatsapp", "email", "outbox"]
+MemberChannel = Literal["sms", "telegram", "whatsapp", "email"]
+Relation = Literal["in_area", "adjacent"]
+Outcome = Literal["delivered", "failed_permanent", "opted_out", "no_recipients"]
+
+
+def utcnow() -> datetime:
+    """Current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+def new_alert_id() -> str:
+    """A fresh alert id (UUID4 hex)."""
+    return uuid.uuid4().hex
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this schema")
+
+
+class GeoPoint(BaseModel):
+    """A WGS84 point."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lat: float = Field(ge=-90, le=90, description="Latitude, WGS84 degrees")
+    lon: float = Field(ge=-180, le=180, description="Longitude, WGS84 degrees")
+
+
+class Location(GeoPoint):
+    """Where an alert happened, and how we know."""
+
+    source: LocationSource = Field("coordinates", description="Where the coordinates came from")
+
+
+class AlertReceived(_Event):
+    """An alert accepted at the edge, normalised from any channel."""
+
+    alert_id: str = Field(description="Unique id, also the JetStream Nats-Msg-Id")
+    kind: Literal["report", "notice"] = Field(description="Resident report or dispatch notice")
+    channel: Channel = Field(description="Channel the alert came in on")
+    sender_ref: str | None = Field(
+        None, description="Opaque sender reference (never a raw phone number)"
+    )
+    text: str = Field(description="Alert text as the sender wrote it")
+    location: Location | None = Field(None, description="Where it happened, if known")
+    called_112: bool | None = Field(None, description="Whether the sender says 112 was called")
+    received_at: AwareDatetime = Field(description="When the edge accepted it")
+    raw: dict[str, Any] = Field(default_factory=dict, description="Payload as received")
+
+
+class RouteTarget(BaseModel):
+    """One group an alert goes to, and whether it happened in or next to its area."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group_id: str
+    relation: Relation = "in_area"
+
+
+class AlertRouted(_Event):
+    """An alert matched to areas and groups; the notifier fans it out."""
+
+    alert: AlertReceived
+    area_ids: list[str] = Field(default_factory=list, description="Areas containing the location")
+    targets: list[RouteTarget] = Field(default_factory=list, description="Groups to notify")
+    routed_at: AwareDatetime
+
+
+class DeliveryAttempted(_Event):
+    """The one recorded outcome of an alert for one recipient on one channel."""
+
+    alert_id: str
+    recipient: str = Field(description="Opaque recipient key: channel and a hash of the address")
+    group_id: str | None = None
+    member_id: str | None = None
+    channel: DeliveryChannel
+    outcome: Outcome
+    detail: str = ""
+    attempted_at: AwareDatetime
+
+
+# --- HTTP API bodies -------------------------------------------------------------------------
+
+
+class ReportIn(BaseModel):
+    """A resident report posted to POST /v1/reports."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    text: str = Field(min_length=1, max_length=2000, description="What you saw")
+    location: GeoPoint = Field(description="Where it happened")
+    called_112: bool = Field(description="Whether 112 has been called (SAAR: 112 first)")
+
+
+class AlertAccepted(BaseModel):
+    """Answer to an accepted alert."""
+
+    alert_id: str
+
+
+class GroupIn(BaseModel):
+    """A group: a set of areas or its own polygon."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str = Field(min_length=1, max_length=200)
+    area_ids: list[str] = Field(default_factory=list)
+    geometry: dict[str, Any] | None = Field(None, description="GeoJSON Polygon or MultiPolygon")
+    min_age: Literal[18, 21] = 18
+
+
+class MemberIn(BaseModel):
+    """A member of a group on one channel."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    channel: MemberChannel
+    address: str = Field(min_length=1, max_length=320)
+    role: Literal["member", "admin"] = "member"
+
+
+class Member(MemberIn):
+    """A stored member."""
+
+    member_id: str
+    group_id: str
+
+
+class AreaOut(BaseModel):
+    """An area as the API shows it."""
+
+    id: str
+    name: str
+    adjacent: list[str]

@@ -1,0 +1,93 @@
+"""Settings for every service, read from the environment by pydantic-settings.
+
+Each service builds its settings inside its factory (never at import), so tests can pass their
+own instance and two services in one process never share state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Values that mean "nobody set this secret": refused outside dev.
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "test", "xxx"})
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class BaseServiceSettings(BaseSettings):
+    """What every buurtalert process needs: where NATS and Redis are, logging, environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BUURTALERT_", extra="ignore", frozen=True)
+
+    env: Literal["dev", "test", "prod"] = Field(
+        "dev", description="dev and test allow generated keys; prod refuses placeholders"
+    )
+    nats_url: str = "nats://127.0.0.1:4222"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Path(".buurtalert")
+    host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    log_json: bool = False
+    stream_name: str = Field("ALERTS", description="JetStream stream that carries alert events")
+    stream_replicas: int = Field(1, ge=1, le=5)
+    stream_max_age_s: float = Field(7 * 24 * 3600, gt=0)
+    duplicate_window_s: float = Field(
+        120, gt=0, description="JetStream de-duplication window for Nats-Msg-Id"
+    )
+    outcome_ttl_s: int = Field(
+        30 * 24 * 3600, gt=0, description="how long delivery outcomes are kept in Redis"
+    )
+
+
+class IngestSettings(BaseServiceSettings):
+    """The HTTP edge: reports, notices, webhooks, admin API."""
+
+    http_port: int = Field(8080, validation_alias=AliasChoices("BUURTALERT_HTTP_PORT"))
+    admin_keys: CommaList = Field(default_factory=list)
+    dispatch_keys: CommaList = Field(default_factory=list)
+    public_url: str = "http://127.0.0.1:8080"
+    publish_timeout_s: float = Field(5.0, gt=0)
+
+    _split = field_validator("admin_keys", "dispatch_keys", mode="before")(_split_commas)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> IngestSettings:
+        if self.env == "prod":
+            for name in ("admin_keys", "dispatch_keys"):
+                keys: list[str] = getattr(self, name)
+                if not keys or any(k.lower() in PLACEHOLDER_SECRETS or len(k) < 16 for k in keys):
+                    raise ValueError(
+                        f"BUURTALERT_{name.upper()} must hold real keys (16+ characters) in prod"
+                    )
+        return self
+
+
+class ConsumerSettings(BaseServiceSettings):
+    """Shared knobs of the JetStream consumers (router, notifier)."""
+
+    ack_wait_s: float = Field(30.0, gt=0, description="JetStream redelivers after this")
+    max_deliver: int = Field(10, ge=1, description="deliveries before a message is dead-lettered")
+    batch_size: int = Field(32, ge=1, le=1000)
+
+
+class RouterSettings(ConsumerSettings):
+    """The router: point to areas to groups."""
+
+    http_port: int = Field(8081, validation_alias=AliasChoices("BUURTALERT_ROUTER_PORT"))
+
+
+class NotifierSettings(ConsumerSettings):
+    """The notifier: groups to members to channels."""
+
+    http_port: int = Field(8082, validation_alias=AliasChoices("BUURTALERT_NOTIFIER_PORT"))
+    outbox_max_len: int = Field(100_000, ge=100, description="entries kept in the local outbox")

@@ -1,0 +1,48 @@
+"""JetStream stream declaration, shared by every service so none depends on start order."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from shared import subjects
+from shared.settings import BaseServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def alerts_stream_config(settings: BaseServiceSettings) -> StreamConfig:
+    """The ALERTS stream: file storage, limits retention, de-duplication window."""
+    return StreamConfig(
+        name=settings.stream_name,
+        subjects=list(subjects.STREAM_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.stream_max_age_s,
+        duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.stream_replicas,
+    )
+
+
+async def ensure_streams(settings: BaseServiceSettings) -> None:
+    """Create the stream, or update it to the wanted config; safe from every replica."""
+    nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=3)
+    try:
+        js = nc.jetstream()
+        config = alerts_stream_config(settings)
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+                log.info("created stream %s", config.name)
+                return
+            except BadRequestError:
+                pass  # another replica created it between our two calls
+        await js.update_stream(config)
+    finally:
+        await nc.drain()

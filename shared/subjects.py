@@ -1,0 +1,43 @@
+"""NATS subjects and stream names, defined once and versioned.
+
+Subjects stay low-cardinality: ids travel in payloads and headers, never in subject tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Channel = Literal["web", "sms", "telegram", "whatsapp", "dispatch"]
+CHANNELS: Final[tuple[Channel, ...]] = ("web", "sms", "telegram", "whatsapp", "dispatch")
+
+VERSION: Final = "v1"
+PREFIX: Final = f"alerts.{VERSION}"
+
+#: Everything a stream named by settings.stream_name holds.
+STREAM_SUBJECTS: Final[tuple[str, ...]] = (f"{PREFIX}.>",)
+
+RECEIVED_ALL: Final = f"{PREFIX}.received.>"
+ROUTED: Final = f"{PREFIX}.routed"
+
+ROUTER_DURABLE: Final = "router"
+NOTIFIER_DURABLE: Final = "notifier"
+
+#: Header that JetStream de-duplicates on.
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+
+
+def received(channel: Channel) -> str:
+    """Subject an ingested alert of one channel is published on."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    return f"{PREFIX}.received.{channel}"
+
+
+def dead_letter(stage: Literal["router", "notifier"]) -> str:
+    """Subject a poison message of one stage is parked on."""
+    return f"{PREFIX}.deadletter.{stage}"
+
+
+def routed_msg_id(alert_id: str) -> str:
+    """Nats-Msg-Id for the routed event, so a redelivered alert is routed once."""
+    return f"routed:{alert_id}"

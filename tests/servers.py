@@ -1,0 +1,173 @@
+"""Real nats-server, redis-server and service processes on free loopback ports, for tests."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from buurtalert import embedded
+
+SERVICE_NAMES = ("ingest", "router", "notifier")
+
+
+@dataclass
+class NatsHandle:
+    """A running nats-server with JetStream."""
+
+    config: embedded.NatsConfig
+    conf_path: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """Client URL."""
+        return f"nats://127.0.0.1:{self.config.port}"
+
+    def stop(self) -> None:
+        """Stop it gracefully."""
+        embedded.stop(self.proc)
+
+    def start(self) -> None:
+        """(Re)start it on the same ports and store."""
+        self.proc = embedded.start_nats(self.config, self.conf_path, self.log_path)
+        embedded.wait_until(
+            lambda: embedded.nats_ready(self.config.monitor_port),
+            timeout_s=20,
+            what="nats-server",
+            proc=self.proc,
+            log_path=self.log_path,
+        )
+
+
+@contextmanager
+def running_nats(workdir: Path) -> Iterator[NatsHandle]:
+    """A fresh nats-server for one test."""
+    config = embedded.NatsConfig(
+        port=embedded.free_port(),
+        monitor_port=embedded.free_port(),
+        store_dir=workdir / "nats-store",
+        max_memory_store="64MB",
+        max_file_store="1GB",
+    )
+    log_path = workdir / "nats.log"
+    handle = NatsHandle(
+        config,
+        workdir / "nats.conf",
+        log_path,
+        embedded.start_nats(config, workdir / "nats.conf", log_path),
+    )
+    embedded.wait_until(
+        lambda: embedded.nats_ready(config.monitor_port),
+        timeout_s=20,
+        what="nats-server",
+        proc=handle.proc,
+        log_path=log_path,
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@contextmanager
+def running_redis(workdir: Path) -> Iterator[str]:
+    """A fresh redis-server for one test; yields its URL."""
+    port = embedded.free_port()
+    log_path = workdir / "redis.log"
+    proc = embedded.start_redis(port, workdir / "redis-data", log_path)
+    embedded.wait_until(
+        lambda: embedded.redis_ready(port),
+        timeout_s=20,
+        what="redis-server",
+        proc=proc,
+        log_path=log_path,
+    )
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        embedded.stop(proc)
+
+
+@dataclass
+class System:
+    """The three services as separate processes against real servers."""
+
+    workdir: Path
+    nats: NatsHandle
+    redis_url: str
+    admin_key: str = "test-admin-key-0123456789"
+    dispatch_key: str = "test-dispatch-key-0123456789"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """Environment of every service process."""
+        if not self.ports:
+            self.ports = {name: embedded.free_port() for name in SERVICE_NAMES}
+        env = {
+            "BUURTALERT_ENV": "test",
+            "BUURTALERT_NATS_URL": self.nats.url,
+            "BUURTALERT_REDIS_URL": self.redis_url,
+            "BUURTALERT_DATA_DIR": str(self.workdir),
+            "BUURTALERT_HTTP_PORT": str(self.ports["ingest"]),
+            "BUURTALERT_ROUTER_PORT": str(self.ports["router"]),
+            "BUURTALERT_NOTIFIER_PORT": str(self.ports["notifier"]),
+            "BUURTALERT_ADMIN_KEYS": self.admin_key,
+            "BUURTALERT_DISPATCH_KEYS": self.dispatch_key,
+            "BUURTALERT_ACK_WAIT_S": "2",
+            "BUURTALERT_LOG_JSON": "true",
+        }
+        env.update(self.extra_env)
+        return embedded.child_env(env)
+
+    def url(self, name: str = "ingest") -> str:
+        """Base URL of one service."""
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def log_path(self, name: str) -> Path:
+        """Log file of one service (all its runs appended)."""
+        return self.workdir / f"{name}.log"
+
+    def start(self, name: str) -> None:
+        """Start one service and wait until /readyz is 200."""
+        env = self.env()
+        proc = embedded.spawn(embedded.service_command(name), log_path=self.log_path(name), env=env)
+        self.procs[name] = proc
+        embedded.wait_until(
+            lambda: embedded.http_ok(f"{self.url(name)}/readyz"),
+            timeout_s=60,
+            what=name,
+            proc=proc,
+            log_path=self.log_path(name),
+        )
+
+    def start_all(self) -> None:
+        """Start ingest, router and notifier."""
+        for name in SERVICE_NAMES:
+            self.start(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service: no drain, no goodbye."""
+        proc = self.procs[name]
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        """Stop every service gracefully."""
+        for proc in self.procs.values():
+            embedded.stop(proc)
+
+    def client(self) -> httpx.Client:
+        """HTTP client for the edge."""
+        return httpx.Client(base_url=self.url("ingest"), timeout=10.0)
+
+    def admin_headers(self) -> dict[str, str]:
+        """Authorization header with the admin key."""
+        return {"Authorization": f"Bearer {self.admin_key}"}
