@@ -21,7 +21,8 @@ from types import FrameType
 from buurtalert import embedded
 from buurtalert.embedded import EmbeddedError
 
-SERVICES = ("ingest", "router", "notifier")
+# The edge starts last, so its /readyz answering 200 means the whole system is up.
+SERVICES = ("router", "notifier", "ingest")
 RESTARTS_PER_MINUTE = 5
 
 
@@ -146,9 +147,9 @@ class Child:
 class Supervisor:
     """Starts, watches, restarts and stops the embedded system."""
 
-    def __init__(self, config: UpConfig, say: Callable[[str], None] = print) -> None:
+    def __init__(self, config: UpConfig, say: Callable[[str], None] | None = None) -> None:
         self.config = config
-        self.say = say
+        self.say = say or _say
         self.children: list[Child] = []
         self._stopping = False
         self._claimed = False
@@ -332,6 +333,10 @@ class Supervisor:
                 "Press Ctrl-C to stop everything.",
             ]
         )
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def _service_starter(

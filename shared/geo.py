@@ -7,7 +7,6 @@ Coordinates are WGS84 longitude/latitude (EPSG:4326) throughout, as GeoJSON pres
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -79,30 +78,43 @@ def parse_feature_collection(
     """Read areas from a GeoJSON FeatureCollection; bad features become problems, not errors."""
     features = _features_of(doc)
     crs_note = _crs_note(doc)
-    kept: dict[str, tuple[int, AreaFeature]] = {}
     problems: list[FeatureProblem] = []
+    candidates: list[_Candidate] = []
     reported = 0
     for index, feature in enumerate(features):
         if progress is not None and index - reported >= _PROGRESS_STEP:
             progress(index - reported)
             reported = index
-        area, problem = _parse_feature(index, feature, crs_note)
-        if problem is not None:
-            problems.append(problem)
-        if area is None:
+        read = _read_feature(index, feature)
+        if isinstance(read, FeatureProblem):
+            problems.append(read)
+        else:
+            candidates.append(read)
+    # The geometry checks run vectorised over all features at once: one shapely call per
+    # feature and check would cost more than reading the file.
+    checked = _check_polygonal([c.kind for c in candidates], [c.raw for c in candidates])
+    kept: dict[str, tuple[int, AreaFeature]] = {}
+    for cand, (geometry, message) in zip(candidates, checked, strict=True):
+        if geometry is None:
+            reason = message or "the geometry cannot be used"
+            if crs_note and "WGS84" in reason:
+                reason += crs_note
+            problems.append(FeatureProblem(cand.index, cand.id, _sentence(reason)))
             continue
-        previous = kept.pop(area.id, None)
+        if message is not None:
+            problems.append(FeatureProblem(cand.index, cand.id, message, skipped=False))
+        previous = kept.pop(cand.id, None)
         if previous is not None:
             # Last one wins, as with an upsert; the one dropped is the one worth naming.
             problems.append(
                 FeatureProblem(
                     previous[0],
-                    area.id,
-                    f"id {area.id!r} appears again at feature {index}; the last one wins, "
+                    cand.id,
+                    f"Id {cand.id!r} appears again at feature {cand.index}; the last one wins, "
                     "so this one was skipped.",
                 )
             )
-        kept[area.id] = (index, area)
+        kept[cand.id] = (cand.index, AreaFeature(cand.id, cand.name or cand.id, geometry))
     if progress is not None and len(features) > reported:
         progress(len(features) - reported)
     problems.sort(key=lambda p: p.index)
@@ -113,7 +125,10 @@ def geometry_from_geojson(obj: object) -> Polygonal:
     """A valid WGS84 Polygon/MultiPolygon from a GeoJSON geometry (or Feature); else ValueError."""
     if isinstance(obj, Mapping) and obj.get("type") == "Feature":
         obj = obj.get("geometry")
-    geometry, _ = _polygonal_from_geojson(obj)
+    kind, raw = _shape_of(obj)
+    [(geometry, message)] = _check_polygonal([kind], [raw])
+    if geometry is None:
+        raise ValueError(message)
     return geometry
 
 
@@ -188,35 +203,37 @@ def _crs_note(doc: object) -> str:
     return f" (the file declares crs {name})" if isinstance(name, str) and name else ""
 
 
-def _parse_feature(
-    index: int, feature: object, crs_note: str
-) -> tuple[AreaFeature | None, FeatureProblem | None]:
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A feature with an id and a polygonal shape, not yet checked for validity and range."""
+
+    index: int
+    id: str
+    name: str
+    kind: str
+    raw: BaseGeometry
+
+
+def _read_feature(index: int, feature: object) -> _Candidate | FeatureProblem:
     if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
         got = feature.get("type") if isinstance(feature, Mapping) else _json_kind(feature)
-        reason = f"this is not a GeoJSON Feature (its type is {got!r})."
-        return None, FeatureProblem(index, None, reason)
+        return FeatureProblem(index, None, f"This is not a GeoJSON Feature (its type is {got!r}).")
     raw_props = feature.get("properties")
     props: Mapping[str, Any] = raw_props if isinstance(raw_props, Mapping) else {}
     area_id, name = _id_and_name(props, feature.get("id"))
     if area_id is None:
         fields = ", ".join(f for f, _ in ID_NAME_FIELDS)
-        return None, FeatureProblem(
+        return FeatureProblem(
             index,
             None,
-            f"the feature has no id: expected one of the properties {fields}, "
+            f"The feature has no id: expected one of the properties {fields}, "
             "or a top-level feature id.",
         )
     try:
-        geometry, repair = _polygonal_from_geojson(feature.get("geometry"))
+        kind, raw = _shape_of(feature.get("geometry"))
     except ValueError as exc:
-        reason = str(exc)
-        if crs_note and "WGS84" in reason:
-            reason = reason.removesuffix(".") + crs_note + "."
-        return None, FeatureProblem(index, area_id, _sentence(reason))
-    area = AreaFeature(area_id, name or area_id, geometry)
-    if repair is None:
-        return area, None
-    return area, FeatureProblem(index, area_id, repair, skipped=False)
+        return FeatureProblem(index, area_id, _sentence(str(exc)))
+    return _Candidate(index, area_id, name, kind, raw)
 
 
 def _id_and_name(props: Mapping[str, Any], top_level_id: object) -> tuple[str | None, str]:
@@ -249,8 +266,8 @@ def _sentence(text: str) -> str:
     return text if text.endswith(".") else text + "."
 
 
-def _polygonal_from_geojson(obj: object) -> tuple[Polygonal, str | None]:
-    """A valid 2D (Multi)Polygon, and a note when it had to be repaired."""
+def _shape_of(obj: object) -> tuple[str, BaseGeometry]:
+    """The GeoJSON type and the shapely geometry, when it is a well-formed (Multi)Polygon."""
     if obj is None:
         raise ValueError("the feature has no geometry (it is null)")
     if not isinstance(obj, Mapping):
@@ -263,41 +280,70 @@ def _polygonal_from_geojson(obj: object) -> tuple[Polygonal, str | None]:
         raise ValueError(
             f"the geometry is {what}, not a Polygon or MultiPolygon; only areas can be used"
         )
-    if "coordinates" not in obj or not isinstance(obj["coordinates"], list):
+    if not isinstance(obj.get("coordinates"), list):
         raise ValueError(f"the {kind} has no coordinates array")
     try:
-        # NaN coordinates are reported below; numpy's own warning about them is just noise.
+        # NaN coordinates are reported by the checks; numpy's own warning is just noise.
         with np.errstate(invalid="ignore"):
-            geometry = shapely.force_2d(shape(obj))
+            return kind, shape(obj)
     except (ValueError, TypeError, IndexError, KeyError, ShapelyError) as exc:
         raise ValueError(f"the {kind} coordinates are malformed ({exc})") from exc
-    if geometry.is_empty:
-        raise ValueError(f"the {kind} is empty")
-    _check_lon_lat(geometry)
-    if geometry.is_valid:
-        return geometry, None
+
+
+def _check_polygonal(
+    kinds: Sequence[str], raw: Sequence[BaseGeometry]
+) -> list[tuple[Polygonal | None, str | None]]:
+    """Per geometry: the valid 2D shape and a repair note, or None and the reason it is unusable."""
+    geoms = np.empty(len(raw), dtype=object)
+    geoms[:] = raw
+    with np.errstate(invalid="ignore"):
+        # Z values carry nothing for areas on a map and would make WKB and overlay 3D.
+        geoms = shapely.force_2d(geoms)
+        empty = shapely.is_empty(geoms)
+        bounds = shapely.bounds(geoms).reshape(len(raw), 4)
+        finite = np.isfinite(bounds).all(axis=1)
+        lon_lat = (
+            (bounds[:, 0] >= -180)
+            & (bounds[:, 2] <= 180)
+            & (bounds[:, 1] >= -90)
+            & (bounds[:, 3] <= 90)
+        )
+        valid = shapely.is_valid(geoms)
+    out: list[tuple[Polygonal | None, str | None]] = []
+    for i, kind in enumerate(kinds):
+        if empty[i]:
+            out.append((None, f"the {kind} is empty: it has no coordinates, so no area"))
+        elif not finite[i]:
+            out.append((None, f"the {kind} has coordinates that are not numbers (NaN or inf)"))
+        elif not lon_lat[i]:
+            min_x, min_y, max_x, max_y = bounds[i].tolist()
+            out.append(
+                (
+                    None,
+                    f"coordinates x {min_x:.6g}..{max_x:.6g}, y {min_y:.6g}..{max_y:.6g} lie "
+                    "outside the longitude/latitude range, so they are not WGS84: the file "
+                    "looks projected (e.g. RD New, EPSG:28992, in metres); convert it to WGS84 "
+                    "(EPSG:4326) first",
+                )
+            )
+        elif valid[i]:
+            out.append((geoms[i], None))
+        else:
+            out.append(_repair(kind, geoms[i]))
+    return out
+
+
+def _repair(kind: str, geometry: BaseGeometry) -> tuple[Polygonal | None, str]:
     why = shapely.is_valid_reason(geometry)
     repaired = _polygonal_part(shapely.make_valid(geometry))
     if repaired is None:
-        raise ValueError(
+        return None, (
             f"the {kind} is invalid ({why}) and has no area left after repair "
             "(it collapses to lines or points)"
         )
     return repaired, (
         f"The {kind} was invalid ({why}) and was repaired; it was imported, but check its shape."
     )
-
-
-def _check_lon_lat(geometry: BaseGeometry) -> None:
-    min_x, min_y, max_x, max_y = (float(v) for v in shapely.bounds(geometry))
-    if not all(math.isfinite(v) for v in (min_x, min_y, max_x, max_y)):
-        raise ValueError("the geometry has coordinates that are not finite numbers (NaN/inf)")
-    if min_x < -180 or max_x > 180 or min_y < -90 or max_y > 90:
-        raise ValueError(
-            f"coordinates x {min_x:.6g}..{max_x:.6g}, y {min_y:.6g}..{max_y:.6g} are outside "
-            "the longitude/latitude range, so they are not WGS84; the file looks projected "
-            "(e.g. RD New, EPSG:28992, in metres) and must be converted to WGS84 (EPSG:4326)"
-        )
 
 
 def _polygonal_part(geometry: BaseGeometry) -> Polygonal | None:
@@ -401,8 +447,10 @@ class AreaIndex:
         """Ids of the areas covering the point; a point on a shared border is in both."""
         # "intersects" with a point is "covers" seen from the area, border included; an
         # alert on the street between two buurten must reach both.
-        hits = self._tree.query(Point(lon, lat), predicate="intersects")
-        return [self._ids[i] for i in np.sort(hits).tolist()]
+        hits = self._tree.query(Point(lon, lat), predicate="intersects").tolist()
+        if len(hits) > 1:
+            hits.sort()  # tree order is arbitrary; build order keeps results deterministic
+        return [self._ids[i] for i in hits]
 
     def lookup_many(
         self, lons: Sequence[float] | npt.ArrayLike, lats: Sequence[float] | npt.ArrayLike

@@ -10,7 +10,7 @@ from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from services.router.index_cache import IndexCache
+from services.router.index_cache import IndexSource
 from services.router.matching import route_alert
 from shared import subjects
 from shared.broker import ServiceRuntime
@@ -23,7 +23,7 @@ from shared.settings import RouterSettings
 log = logging.getLogger(__name__)
 
 
-def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexCache) -> None:
+def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexSource) -> None:
     """Attach the router's subscriber to the runtime's broker."""
     broker = runtime.broker
     settler = Settler("router", broker, settings, runtime.metrics)

@@ -5,11 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 from services.router.matching import RoutingIndex
 from shared.registry import Registry
 
 log = logging.getLogger(__name__)
+
+
+class IndexSource(Protocol):
+    """Anything that hands out the current routing index."""
+
+    async def get(self) -> RoutingIndex:
+        """The index to route with now."""
+        ...
 
 
 class IndexCache:
