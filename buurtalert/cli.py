@@ -57,7 +57,7 @@ def areas_import(
     async def run() -> int:
         redis = Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=3)
         try:
-            await redis.ping()  # type: ignore[misc]
+            await redis.ping()
         except (RedisConnectionError, OSError):
             typer.echo(
                 f"✗ cannot reach Redis at {redis_url}: is `make run` running? "

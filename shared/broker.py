@@ -52,7 +52,7 @@ def create_runtime(service: str, settings: BaseServiceSettings) -> ServiceRuntim
         graceful_timeout=10.0,
         # Keep reconnecting forever: a restarted nats-server must not take a service down.
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=1,
     )
     redis = Redis.from_url(
         settings.redis_url,
@@ -69,7 +69,7 @@ def create_runtime(service: str, settings: BaseServiceSettings) -> ServiceRuntim
 
 async def _redis_ping(redis: Redis) -> bool:
     try:
-        return bool(await redis.ping())  # type: ignore[misc]
+        return bool(await redis.ping())
     except Exception:  # noqa: BLE001 - readiness answers "no", whatever the cause
         return False
 

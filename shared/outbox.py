@@ -61,21 +61,27 @@ class OutcomeStore:
 
     async def recorded(self, alert_id: str) -> set[str]:
         """Recipients that already have an outcome for this alert."""
-        return set(await self.redis.hkeys(outcomes_key(alert_id)))  # type: ignore[misc]
+        return {_text(k) for k in await self.redis.hkeys(outcomes_key(alert_id))}
 
 
 async def read_outbox(redis: Redis, limit: int = 50) -> list[dict[str, Any]]:
     """Newest outbox entries first."""
-    rows = await redis.xrevrange(OUTBOX, count=limit)
+    rows = await redis.xrevrange(OUTBOX, count=limit) or []
     out: list[dict[str, Any]] = []
     for entry_id, fields in rows:
+        if not fields or entry_id is None:
+            continue
         entry = json.loads(fields["entry"])
-        entry["outbox_id"] = entry_id
+        entry["outbox_id"] = _text(entry_id)
         out.append(entry)
     return out
 
 
 async def read_outcomes(redis: Redis, alert_id: str) -> list[DeliveryAttempted]:
     """Every recorded outcome of one alert."""
-    raw = await redis.hgetall(outcomes_key(alert_id))  # type: ignore[misc]
+    raw = await redis.hgetall(outcomes_key(alert_id))
     return [DeliveryAttempted.model_validate_json(v) for v in raw.values()]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -107,7 +107,7 @@ class Registry:
 
     async def area_ids(self) -> set[str]:
         """Ids of all stored areas."""
-        return set(await self.redis.smembers(AREAS))  # type: ignore[misc]
+        return {_text(x) for x in await self.redis.smembers(AREAS)}
 
     async def all_areas(self) -> list[StoredArea]:
         """Every stored area, read in pipelined chunks."""
@@ -120,15 +120,15 @@ class Registry:
                 pipe.hgetall(area_key(area_id))
             for area_id, data in zip(chunk, await pipe.execute(), strict=True):
                 if data:
-                    out.append(_area_from_hash(area_id, data))
+                    out.append(_area_from_hash(area_id, _texts(data)))
         return out
 
     async def get_area(self, area_id: str) -> AreaOut | None:
         """One area as the API shows it, or None."""
-        data = await self.redis.hgetall(area_key(area_id))  # type: ignore[misc]
+        data = await self.redis.hgetall(area_key(area_id))
         if not data:
             return None
-        area = _area_from_hash(area_id, data)
+        area = _area_from_hash(area_id, _texts(data))
         return AreaOut(id=area.id, name=area.name, adjacent=list(area.adjacent))
 
     # --- groups ------------------------------------------------------------------------------
@@ -152,36 +152,44 @@ class Registry:
 
     async def get_group(self, group_id: str) -> StoredGroup | None:
         """One group, or None."""
-        data = await self.redis.hgetall(group_key(group_id))  # type: ignore[misc]
-        return _group_from_hash(group_id, data) if data else None
+        data = await self.redis.hgetall(group_key(group_id))
+        return _group_from_hash(group_id, _texts(data)) if data else None
 
     async def all_groups(self) -> list[StoredGroup]:
         """Every stored group."""
-        ids = sorted(await self.redis.smembers(GROUPS))  # type: ignore[misc]
+        ids = sorted(_text(x) for x in await self.redis.smembers(GROUPS))
         pipe = self.redis.pipeline(transaction=False)
         for group_id in ids:
             pipe.hgetall(group_key(group_id))
         rows = await pipe.execute()
-        return [_group_from_hash(g, d) for g, d in zip(ids, rows, strict=True) if d]
+        return [_group_from_hash(g, _texts(d)) for g, d in zip(ids, rows, strict=True) if d]
 
     # --- members -----------------------------------------------------------------------------
 
     async def add_member(self, group_id: str, member: MemberIn) -> Member:
         """Add a member to a group; the group must exist."""
         stored = Member(member_id=secrets.token_hex(8), group_id=group_id, **member.model_dump())
-        await self.redis.hset(  # type: ignore[misc]
+        await self.redis.hset(
             members_key(group_id), stored.member_id, stored.model_dump_json()
         )
         return stored
 
     async def remove_member(self, group_id: str, member_id: str) -> bool:
         """Remove a member; True when it existed."""
-        return bool(await self.redis.hdel(members_key(group_id), member_id))  # type: ignore[misc]
+        return bool(await self.redis.hdel(members_key(group_id), member_id))
 
     async def members(self, group_id: str) -> list[Member]:
         """All members of a group."""
-        raw = await self.redis.hgetall(members_key(group_id))  # type: ignore[misc]
+        raw = await self.redis.hgetall(members_key(group_id))
         return [Member.model_validate_json(v) for v in raw.values()]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _texts(data: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in data.items()}
 
 
 def _area_from_hash(area_id: str, data: dict[str, str]) -> StoredArea:

@@ -28,7 +28,8 @@ async def test_poison_message_goes_to_dead_letter_and_flow_continues(system: Sys
     finally:
         await nc.drain()
 
-    metrics = httpx.get(f"{system.url('router')}/metrics", timeout=5).text
+    async with httpx.AsyncClient(timeout=5) as http:
+        metrics = (await http.get(f"{system.url('router')}/metrics")).text
     assert 'router_dead_letters_total{reason="permanent"} 1.0' in metrics
 
     with system.client() as client:

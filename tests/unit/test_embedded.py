@@ -16,7 +16,8 @@ pytestmark = pytest.mark.unit
 def test_nats_config_promises_durability(tmp_path: Path) -> None:
     text = embedded.NatsConfig(port=1, monitor_port=2, store_dir=tmp_path).render()
     assert "sync_interval: always" in text
-    assert "max_file_store" in text and "max_memory_store" in text
+    assert "max_file_store" in text
+    assert "max_memory_store" in text
     assert str(tmp_path) in text
     assert "host: 127.0.0.1" in text
 

@@ -58,20 +58,39 @@ def collection(*features: dict[str, Any]) -> dict[str, Any]:
         pytest.param({"id": "A1", "name": "Centrum"}, {}, "A1", "Centrum", id="own-id-name"),
         pytest.param({"id": 42}, {}, "42", "42", id="numeric-id-name-falls-back"),
         pytest.param(
-            {"BU_CODE": "BU09710001", "BU_NAAM": "Stein-Centrum", "WK_CODE": "WK097100",
-             "WK_NAAM": "Stein", "GM_CODE": "GM0971", "GM_NAAM": "Stein"},
-            {}, "BU09710001", "Stein-Centrum", id="cbs-buurt-wins-over-wijk-and-gemeente",
+            {
+                "BU_CODE": "BU09710001",
+                "BU_NAAM": "Stein-Centrum",
+                "WK_CODE": "WK097100",
+                "WK_NAAM": "Stein",
+                "GM_CODE": "GM0971",
+                "GM_NAAM": "Stein",
+            },
+            {},
+            "BU09710001",
+            "Stein-Centrum",
+            id="cbs-buurt-wins-over-wijk-and-gemeente",
         ),
         pytest.param(
             {"WK_CODE": "WK164001", "WK_NAAM": "Heythuysen", "GM_CODE": "GM1640"},
-            {}, "WK164001", "Heythuysen", id="cbs-wijk",
+            {},
+            "WK164001",
+            "Heythuysen",
+            id="cbs-wijk",
         ),
-        pytest.param({"GM_CODE": "GM0770", "GM_NAAM": "Eersel"}, {}, "GM0770", "Eersel",
-                     id="cbs-gemeente"),
-        pytest.param({"statcode": "GM1640", "statnaam": "Leudal"}, {}, "GM1640", "Leudal",
-                     id="cbs-statcode"),
-        pytest.param({"buurtcode": "BU07700000", "buurtnaam": "Eersel-Centrum"}, {},
-                     "BU07700000", "Eersel-Centrum", id="cbs-lowercase"),
+        pytest.param(
+            {"GM_CODE": "GM0770", "GM_NAAM": "Eersel"}, {}, "GM0770", "Eersel", id="cbs-gemeente"
+        ),
+        pytest.param(
+            {"statcode": "GM1640", "statnaam": "Leudal"}, {}, "GM1640", "Leudal", id="cbs-statcode"
+        ),
+        pytest.param(
+            {"buurtcode": "BU07700000", "buurtnaam": "Eersel-Centrum"},
+            {},
+            "BU07700000",
+            "Eersel-Centrum",
+            id="cbs-lowercase",
+        ),
         pytest.param({"naam": "x"}, {"id": "top-1"}, "top-1", "top-1", id="top-level-id"),
         pytest.param(None, {"id": "top-2"}, "top-2", "top-2", id="null-properties"),
         pytest.param({"id": "  B7 ", "name": ""}, {}, "B7", "B7", id="stripped-empty-name"),
@@ -92,31 +111,48 @@ def test_id_and_name(
         pytest.param(feature({"id": "X"}, polygon([])), ["empty"], id="empty-polygon"),
         pytest.param(
             feature({"id": "X"}, {"type": "MultiPolygon", "coordinates": []}),
-            ["empty"], id="empty-multipolygon",
+            ["empty"],
+            id="empty-multipolygon",
         ),
         pytest.param(
             feature({"id": "X"}, {"type": "Point", "coordinates": [5.0, 52.0]}),
-            ["Point", "not a Polygon"], id="point",
+            ["Point", "not a Polygon"],
+            id="point",
         ),
         pytest.param(
             feature({"id": "X"}, {"type": "LineString", "coordinates": [[5, 52], [5.1, 52]]}),
-            ["LineString"], id="linestring",
+            ["LineString"],
+            id="linestring",
         ),
-        pytest.param({"type": "Feature", "properties": {"id": "X"}, "geometry": None},
-                     ["no geometry"], id="null-geometry"),
-        pytest.param(feature({"id": "X"}, polygon(RD_SQUARE)),
-                     ["WGS84", "RD New", "136000"], id="rd-new-metres"),
+        pytest.param(
+            {"type": "Feature", "properties": {"id": "X"}, "geometry": None},
+            ["no geometry"],
+            id="null-geometry",
+        ),
+        pytest.param(
+            feature({"id": "X"}, polygon(RD_SQUARE)),
+            ["WGS84", "RD New", "136000"],
+            id="rd-new-metres",
+        ),
         pytest.param(feature({"name": "no id here"}), ["no id", "BU_CODE"], id="missing-id"),
-        pytest.param(feature({"id": "X"}, {"type": "Polygon"}), ["no coordinates"],
-                     id="no-coordinates"),
-        pytest.param(feature({"id": "X"}, polygon([[[5, 52], [5.1]]])), ["malformed"],
-                     id="ragged-coordinates"),
+        pytest.param(
+            feature({"id": "X"}, {"type": "Polygon"}), ["no coordinates"], id="no-coordinates"
+        ),
+        pytest.param(
+            feature({"id": "X"}, polygon([[[5, 52], [5.1]]])),
+            ["malformed"],
+            id="ragged-coordinates",
+        ),
         pytest.param(
             feature({"id": "X"}, polygon([[[5, 52], [5.1, 52], [5, 52]]])),
-            ["invalid", "no area"], id="collapses-to-line",
+            ["invalid", "no area"],
+            id="collapses-to-line",
         ),
-        pytest.param({"type": "Polygon", "coordinates": SQUARE}, ["not a GeoJSON Feature"],
-                     id="geometry-instead-of-feature"),
+        pytest.param(
+            {"type": "Polygon", "coordinates": SQUARE},
+            ["not a GeoJSON Feature"],
+            id="geometry-instead-of-feature",
+        ),
         pytest.param(["not", "a", "feature"], ["not a GeoJSON Feature"], id="array"),
     ],
 )
@@ -188,13 +224,17 @@ def test_progress_counts_every_feature() -> None:
         pytest.param([], ["FeatureCollection", "array"], id="array"),
         pytest.param("hello", ["FeatureCollection", "string"], id="string"),
         pytest.param(None, ["FeatureCollection", "null"], id="null"),
-        pytest.param({"type": "Feature", "geometry": polygon()}, ["single Feature", "wrap"],
-                     id="single-feature"),
+        pytest.param(
+            {"type": "Feature", "geometry": polygon()},
+            ["single Feature", "wrap"],
+            id="single-feature",
+        ),
         pytest.param(polygon(), ["single Polygon"], id="bare-geometry"),
         pytest.param({"type": "Topology", "objects": {}}, ["TopoJSON"], id="topojson"),
         pytest.param({"type": "FeatureCollection"}, ['"features"'], id="no-features"),
-        pytest.param({"type": "FeatureCollection", "features": {}}, ['"features"'],
-                     id="features-not-a-list"),
+        pytest.param(
+            {"type": "FeatureCollection", "features": {}}, ['"features"'], id="features-not-a-list"
+        ),
         pytest.param({"features": []}, ['no "type"'], id="no-type"),
         pytest.param({"type": ["x"]}, ["type"], id="odd-type"),
     ],
@@ -264,14 +304,16 @@ def area(area_id: str, x: float, y: float, size: float = 1.0) -> AreaFeature:
 @pytest.mark.parametrize(
     ("areas", "want"),
     [
-        pytest.param([area("A", 0, 0), area("B", 1, 0)], {"A": {"B"}, "B": {"A"}},
-                     id="shared-edge"),
-        pytest.param([area("A", 0, 0), area("B", 1, 1)], {"A": set(), "B": set()},
-                     id="corner-only"),
-        pytest.param([area("A", 0, 0), area("B", 3, 0)], {"A": set(), "B": set()},
-                     id="apart"),
-        pytest.param([area("A", 0, 0), area("B", 1, 0.5)], {"A": {"B"}, "B": {"A"}},
-                     id="partial-edge"),
+        pytest.param(
+            [area("A", 0, 0), area("B", 1, 0)], {"A": {"B"}, "B": {"A"}}, id="shared-edge"
+        ),
+        pytest.param(
+            [area("A", 0, 0), area("B", 1, 1)], {"A": set(), "B": set()}, id="corner-only"
+        ),
+        pytest.param([area("A", 0, 0), area("B", 3, 0)], {"A": set(), "B": set()}, id="apart"),
+        pytest.param(
+            [area("A", 0, 0), area("B", 1, 0.5)], {"A": {"B"}, "B": {"A"}}, id="partial-edge"
+        ),
         pytest.param([area("A", 0, 0)], {"A": set()}, id="alone"),
         pytest.param([], {}, id="none"),
         pytest.param(
@@ -292,9 +334,7 @@ def test_adjacency(areas: list[AreaFeature], want: dict[str, set[str]]) -> None:
 
 
 def test_adjacency_of_multipolygon_part() -> None:
-    two_parts = AreaFeature(
-        "M", "M", shapely.MultiPolygon([box(0, 0, 1, 1), box(5, 0, 6, 1)])
-    )
+    two_parts = AreaFeature("M", "M", shapely.MultiPolygon([box(0, 0, 1, 1), box(5, 0, 6, 1)]))
     got = compute_adjacency([two_parts, area("B", 6, 0), area("C", 2, 0)])
     assert got == {"M": {"B"}, "B": {"M"}, "C": set()}
 
@@ -305,8 +345,10 @@ GRID = 4
 CELL = 0.25
 #: A 4x4 grid of squares near Stein, plus one odd triangle overlapping four cells.
 GRID_ITEMS: list[tuple[str, Any]] = [
-    (f"C{i}{j}", box(5.75 + i * CELL, 50.9 + j * CELL, 5.75 + (i + 1) * CELL,
-                     50.9 + (j + 1) * CELL))
+    (
+        f"C{i}{j}",
+        box(5.75 + i * CELL, 50.9 + j * CELL, 5.75 + (i + 1) * CELL, 50.9 + (j + 1) * CELL),
+    )
     for i in range(GRID)
     for j in range(GRID)
 ] + [("TRI", shapely.Polygon([(5.8, 50.95), (6.2, 51.0), (5.9, 51.4)]))]
@@ -315,9 +357,7 @@ INDEX = AreaIndex.build(GRID_ITEMS)
 #: Points on grid lines and corners as well as anywhere: the borders are where it matters.
 on_lines = st.sampled_from([5.75 + k * CELL for k in range(GRID + 1)])
 lons = st.one_of(st.floats(5.6, 6.9), on_lines)
-lats = st.one_of(
-    st.floats(50.8, 52.0), st.sampled_from([50.9 + k * CELL for k in range(GRID + 1)])
-)
+lats = st.one_of(st.floats(50.8, 52.0), st.sampled_from([50.9 + k * CELL for k in range(GRID + 1)]))
 
 
 def covering(lon: float, lat: float) -> list[str]:
@@ -341,9 +381,11 @@ def test_lookup_many_matches_lookup(points: list[tuple[float, float]]) -> None:
 
 
 def test_point_on_shared_border_lands_in_both() -> None:
-    assert INDEX.lookup(5.75 + CELL, 50.9 + 0.1) == ["C00", "C10"]
+    x_border = 5.75 + 3 * CELL  # between columns 2 and 3, clear of the triangle
+    assert INDEX.lookup(x_border, 50.9 + 0.1) == ["C20", "C30"]
     # The shared corner of four cells is in all four.
-    assert INDEX.lookup(5.75 + CELL, 50.9 + CELL) == ["C00", "C01", "C10", "C11"]
+    assert INDEX.lookup(x_border, 50.9 + 3 * CELL) == ["C22", "C23", "C32", "C33"]
+    assert INDEX.lookup_many([x_border], [50.9 + 3 * CELL]) == [["C22", "C23", "C32", "C33"]]
 
 
 def test_lookup_outside_and_empty_index() -> None:

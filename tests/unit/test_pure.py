@@ -99,7 +99,7 @@ def test_bad_addresses_are_named(channel: str, raw: str) -> None:
 
 
 def test_roles_of_keys() -> None:
-    keys = key_roles(["admin-key"], ["dispatch-key", "both"]) + [("both", "admin")]
+    keys = [*key_roles(["admin-key"], ["dispatch-key", "both"]), ("both", "admin")]
     assert role_of("admin-key", keys) == {"admin"}
     assert role_of("dispatch-key", keys) == {"dispatch"}
     assert role_of("both", keys) == {"admin", "dispatch"}
@@ -119,7 +119,8 @@ def test_web_report_keeps_raw_and_hides_sender() -> None:
     assert event.sender_ref == sender_ref("web", "10.1.2.3")
     assert "10.1.2.3" not in event.model_dump_json()
     assert event.raw["called_112"] is False
-    assert event.location is not None and event.location.source == "coordinates"
+    assert event.location is not None
+    assert event.location.source == "coordinates"
 
 
 def test_fanout_tells_a_person_in_two_groups_once_preferring_in_area() -> None:
@@ -154,7 +155,8 @@ def test_fanout_never_repeats_a_recipient(addresses: list[str]) -> None:
 
 def test_recipient_key_hides_address() -> None:
     key = recipient_key("sms", "+31612345678")
-    assert "612345678" not in key and key.startswith("sms:")
+    assert "612345678" not in key
+    assert key.startswith("sms:")
 
 
 @pytest.mark.parametrize(
