@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
-from shared.geo import geometry_from_geojson, to_wkb_hex
 
 from services.ingest.auth import Role, require
 from services.ingest.normalise import web_report
 from services.ingest.publishing import AlertPublisher
 from shared.addresses import AddressError, normalise_address
 from shared.errors import TransientError
+from shared.geo import geometry_from_geojson, to_wkb_hex
 from shared.outbox import read_outbox, read_outcomes
 from shared.registry import Registry
 from shared.schemas import (

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shared.geo import AreaIndex, from_wkb_hex
-
 from shared.registry import StoredArea, StoredGroup
 from shared.schemas import AlertReceived, AlertRouted, RouteTarget, utcnow
 
