@@ -68,7 +68,8 @@ def test_up_runs_delivers_and_stops_everything_on_sigint(tmp_path: Path) -> None
     proc = start_up(env, log)
     try:
         wait_ready(base, proc, log)
-        assert "buurtalert is running" in log.read_text()
+        banner = wait_for(log.read_text, lambda t: "Press Ctrl-C" in t, timeout_s=10)
+        assert f"edge (reports, admin API)  {base}" in banner
         key = (data / "admin.key").read_text().strip()
         admin = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=base, timeout=10) as client:
