@@ -86,29 +86,28 @@ async def import_areas(path: Path, registry: Registry, *, progress: bool = True)
         adjacency = await asyncio.to_thread(compute_adjacency, merged)
         bar.update(adjacency_task, total=1, completed=1)
 
-        store_task = bar.add_task("storing", total=len(features) + len(existing))
         # New and changed areas are written with their final neighbours in the same hash
         # write, so a reader never sees a new geometry with a stale neighbour list.
         rows = [
             StoredArea(f.id, f.name, to_wkb_hex(f.geometry), tuple(sorted(adjacency[f.id])))
             for f in features
         ]
+        # Areas already stored and not in this file only need their neighbour lists, and only
+        # where those changed: re-importing the same file writes nothing here.
+        imported_ids = {f.id for f in features}
+        changed: dict[str, Iterable[str]] = {}
+        for area in existing:
+            neighbours = tuple(sorted(adjacency.get(area.id, ())))
+            if area.id not in imported_ids and neighbours != area.adjacent:
+                changed[area.id] = neighbours
+        store_task = bar.add_task("storing", total=len(rows) + len(changed))
         for start in range(0, len(rows), _STORE_CHUNK):
             chunk = rows[start : start + _STORE_CHUNK]
             await registry.upsert_areas(chunk)
             bar.advance(store_task, len(chunk))
-        # Areas already stored and not in this file only need their neighbour lists; only
-        # changed ones are written, so a re-import of the same file writes nothing here.
-        imported_ids = {f.id for f in features}
-        changed: dict[str, Iterable[str]] = {
-            area.id: sorted(adjacency.get(area.id, ()))
-            for area in existing
-            if area.id not in imported_ids
-            and tuple(sorted(adjacency.get(area.id, ()))) != tuple(area.adjacent)
-        }
         if changed:
             await registry.set_adjacency(changed)
-        bar.update(store_task, completed=len(features) + len(existing))
+            bar.advance(store_task, len(changed))
 
     existing_ids = {area.id for area in existing}
     updated = len(imported_ids & existing_ids)

@@ -43,6 +43,8 @@ _GEOMETRY_TYPES = frozenset(
 #: Parse progress is reported in steps of this many features (a callback per feature would
 #: cost more than the work it reports on).
 _PROGRESS_STEP = 500
+#: Borders are compared on a grid of 1e-9 degrees (about 0.1 mm), far below any survey.
+_ADJACENCY_DECIMALS = 9
 
 
 class GeoJSONError(ValueError):
@@ -105,7 +107,9 @@ def parse_feature_collection(
             problems.append(FeatureProblem(cand.index, cand.id, message, skipped=False))
         previous = kept.pop(cand.id, None)
         if previous is not None:
-            # Last one wins, as with an upsert; the one dropped is the one worth naming.
+            # Last one wins, as with an upsert; the one dropped is the one worth naming (and a
+            # repair note about it would only confuse).
+            problems = [p for p in problems if p.index != previous[0]]
             problems.append(
                 FeatureProblem(
                     previous[0],
@@ -215,9 +219,16 @@ class _Candidate:
 
 
 def _read_feature(index: int, feature: object) -> _Candidate | FeatureProblem:
-    if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
-        got = feature.get("type") if isinstance(feature, Mapping) else _json_kind(feature)
-        return FeatureProblem(index, None, f"This is not a GeoJSON Feature (its type is {got!r}).")
+    if not isinstance(feature, Mapping):
+        return FeatureProblem(
+            index, None, f"This is not a GeoJSON Feature object; it is {_json_kind(feature)}."
+        )
+    if feature.get("type") != "Feature":
+        return FeatureProblem(
+            index,
+            None,
+            f"This is not a GeoJSON Feature (its type is {feature.get('type')!r}, not 'Feature').",
+        )
     raw_props = feature.get("properties")
     props: Mapping[str, Any] = raw_props if isinstance(raw_props, Mapping) else {}
     area_id, name = _id_and_name(props, feature.get("id"))
@@ -269,7 +280,7 @@ def _sentence(text: str) -> str:
 def _shape_of(obj: object) -> tuple[str, BaseGeometry]:
     """The GeoJSON type and the shapely geometry, when it is a well-formed (Multi)Polygon."""
     if obj is None:
-        raise ValueError("the feature has no geometry (it is null)")
+        raise ValueError("there is no geometry (it is null)")
     if not isinstance(obj, Mapping):
         raise ValueError(f"the geometry is {_json_kind(obj)}, not a GeoJSON geometry object")
     kind = obj.get("type")
@@ -287,7 +298,15 @@ def _shape_of(obj: object) -> tuple[str, BaseGeometry]:
         with np.errstate(invalid="ignore"):
             return kind, shape(obj)
     except (ValueError, TypeError, IndexError, KeyError, ShapelyError) as exc:
-        raise ValueError(f"the {kind} coordinates are malformed ({exc})") from exc
+        # shapely's own words help when short ("A linearring requires at least 4
+        # coordinates"); numpy's complaints about array shapes do not.
+        detail = str(exc)
+        detail = f" ({detail.rstrip('.')})" if len(detail) <= 80 else ""
+        nesting = "rings" if kind == "Polygon" else "polygons of rings"
+        raise ValueError(
+            f"the {kind} coordinates are malformed{detail}: expected {nesting} of "
+            "[longitude, latitude] positions"
+        ) from exc
 
 
 def _check_polygonal(
@@ -334,6 +353,9 @@ def _check_polygonal(
 
 
 def _repair(kind: str, geometry: BaseGeometry) -> tuple[Polygonal | None, str]:
+    # shapely.bounds skips NaN, so a NaN coordinate surfaces here, as an invalid geometry.
+    if not np.isfinite(shapely.get_coordinates(geometry)).all():
+        return None, f"the {kind} has coordinates that are not numbers (NaN or inf)"
     why = shapely.is_valid_reason(geometry)
     repaired = _polygonal_part(shapely.make_valid(geometry))
     if repaired is None:
@@ -378,6 +400,8 @@ def _polygonal_part(geometry: BaseGeometry) -> Polygonal | None:
 
 def compute_adjacency(features: Sequence[AreaFeature]) -> dict[str, set[str]]:
     """Neighbours of every area: those sharing a border of non-zero length (not just a corner)."""
+    # Overlapping areas count as neighbours as well; nested areas whose borders never meet
+    # (a buurt well inside a wijk imported alongside it) do not.
     adjacency: dict[str, set[str]] = {f.id: set() for f in features}
     if len(features) < 2:
         return adjacency
@@ -395,21 +419,27 @@ def compute_adjacency(features: Sequence[AreaFeature]) -> dict[str, set[str]]:
 def _shared_border_pairs(
     geoms: npt.NDArray[np.object_],
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    # The tree query with "intersects" is cheap and finds every candidate, including pairs that
-    # only meet at a corner; the exact test runs once per candidate pair, vectorised.
-    tree = shapely.STRtree(geoms)
-    left, right = tree.query(geoms, predicate="intersects")
+    # Borders written by different arithmetic (5.75 + 0.01 + 0.01 + 0.01 versus 5.78) differ
+    # in the last bit and would neither intersect nor share a length; on a ~0.1 mm grid they
+    # coincide.
+    # Only the copies used for this test are rounded, never the stored shapes.
+    boundaries = shapely.transform(
+        shapely.boundary(geoms), lambda xy: np.round(xy, _ADJACENCY_DECIMALS)
+    )
+    # The tree query is cheap and finds every candidate, including pairs that only meet at a
+    # corner; the exact test then runs once per candidate pair, vectorised.
+    tree = shapely.STRtree(boundaries)
+    left, right = tree.query(boundaries, predicate="intersects")
     once = left < right
     left, right = left[once], right[once]
     if left.size == 0:
         return left, right
-    boundaries = shapely.boundary(geoms)
-    # Intersecting the boundaries (rather than asking relate() for a 1-dimensional
-    # boundary/boundary intersection) also counts borders that are collinear only up to
-    # floating-point noise, which real files, repaired or quantised, are full of.
-    shared = shapely.length(shapely.intersection(boundaries[left], boundaries[right]))
-    keep = shared > 0
-    return left[keep], right[keep]
+    shared = shapely.length(shapely.intersection(boundaries[left], boundaries[right])) > 0
+    # Areas that overlap (real files have slivers, and repaired bow-ties overlap their
+    # neighbours) are neighbours too, whatever floating-point noise makes of their borders.
+    rest = np.flatnonzero(~shared)
+    shared[rest] = shapely.relate_pattern(geoms[left[rest]], geoms[right[rest]], "2********")
+    return left[shared], right[shared]
 
 
 # --- point lookup ----------------------------------------------------------------------------

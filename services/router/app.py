@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
 from services.router import handlers
 from services.router.index_cache import IndexCache
@@ -18,8 +23,27 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
     cache = IndexCache(Registry(runtime.redis))
     handlers.register(runtime, settings, cache)
 
-    async def warm() -> None:
-        await cache.get()
+    tasks: list[asyncio.Task[None]] = []
 
-    runtime.startup.append(warm)
+    async def refresh_forever() -> None:
+        # Rebuild in the background, so the first alert after an import does not wait for it.
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await cache.get()
+            except RedisError as exc:
+                logging.getLogger(__name__).warning("index refresh: %s", type(exc).__name__)
+
+    async def start_refresher() -> None:
+        await cache.get()
+        tasks.append(asyncio.create_task(refresh_forever()))
+
+    async def stop_refresher() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    runtime.startup.append(start_refresher)
+    runtime.shutdown.insert(0, stop_refresher)
     return create_http_app(runtime, title="buurtalert router")

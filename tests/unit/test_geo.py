@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -144,6 +145,11 @@ def test_id_and_name(
             id="ragged-coordinates",
         ),
         pytest.param(
+            feature({"id": "X"}, polygon([[[5, 52], [5.1, math.nan], [5, 53], [5, 52]]])),
+            ["not numbers"],
+            id="nan-coordinate",
+        ),
+        pytest.param(
             feature({"id": "X"}, polygon([[[5, 52], [5.1, 52], [5, 52]]])),
             ["invalid", "no area"],
             id="collapses-to-line",
@@ -208,6 +214,14 @@ def test_duplicate_ids_last_wins() -> None:
     assert (problem.index, problem.feature_id) == (0, "D")
     assert "feature 2" in problem.reason
     assert "last one wins" in problem.reason
+
+
+def test_duplicate_of_a_repaired_feature_reports_only_the_skip() -> None:
+    first = feature({"id": "D"}, polygon(BOWTIE))
+    features, problems = parse_feature_collection(collection(first, feature({"id": "D"})))
+    assert features[0].geometry.equals(box(5.0, 52.0, 5.1, 52.1))
+    assert [(p.index, p.skipped) for p in problems] == [(0, True)]
+    assert "last one wins" in problems[0].reason
 
 
 def test_progress_counts_every_feature() -> None:
@@ -331,6 +345,30 @@ def test_adjacency(areas: list[AreaFeature], want: dict[str, set[str]]) -> None:
         assert a not in neighbours
         for b in neighbours:
             assert a in got[b]
+
+
+def test_adjacency_edge_cases() -> None:
+    # The same border computed two ways differs in the last bit; it is still one border.
+    x = 5.75 + 0.01 + 0.01 + 0.01
+    assert x != 5.78
+    noisy = [
+        AreaFeature("W", "W", box(5.75, 51.0, x, 51.01)),
+        AreaFeature("E", "E", box(5.78, 51.0, 5.79, 51.01)),
+    ]
+    assert compute_adjacency(noisy) == {"W": {"E"}, "E": {"W"}}
+    # Overlapping areas share more than a border: neighbours.
+    assert compute_adjacency([area("A", 0, 0), area("B", 0.5, 0.5)]) == {
+        "A": {"B"},
+        "B": {"A"},
+    }
+    # An enclave shares the border of the hole it fills.
+    ring = AreaFeature("R", "R", box(0, 0, 3, 3).difference(box(1, 1, 2, 2)))
+    assert compute_adjacency([ring, area("I", 1, 1)]) == {"R": {"I"}, "I": {"R"}}
+    # Nested without touching (a buurt well inside a wijk): no shared border.
+    assert compute_adjacency([area("W", 0, 0, size=3), area("B", 1, 1)]) == {
+        "W": set(),
+        "B": set(),
+    }
 
 
 def test_adjacency_of_multipolygon_part() -> None:
