@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import phonenumbers
@@ -39,3 +40,9 @@ def normalise_address(channel: MemberChannel, raw: str) -> str:
     if not _EMAIL.match(value):
         raise AddressError("email address is not valid")
     return value.lower()
+
+
+def recipient_key(channel: MemberChannel, address: str) -> str:
+    """Opaque key of one person on one channel: never the raw address."""
+    digest = hashlib.sha256(f"{channel}:{address.strip().lower()}".encode()).hexdigest()
+    return f"{channel}:{digest[:20]}"

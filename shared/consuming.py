@@ -10,7 +10,7 @@ from faststream.nats import NatsBroker, NatsMessage
 from prometheus_client import CollectorRegistry, Counter
 
 from shared import subjects
-from shared.errors import PermanentError, TransientError
+from shared.errors import Deferred, PermanentError, TransientError
 from shared.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
@@ -38,24 +38,17 @@ class Settler:
         self.stage = stage
         self.broker = broker
         self.settings = settings
-        self.dead_letters = Counter(
-            f"{stage}_dead_letters_total",
-            "Messages parked on the dead-letter subject",
-            ["reason"],
-            registry=metrics,
-        )
-        self.retries = Counter(
-            f"{stage}_retries_total",
-            "Messages handed back for redelivery",
-            ["reason"],
-            registry=metrics,
-        )
+        self.dead_letters, self.retries = _stage_counters(stage, metrics)
 
     async def run(self, msg: NatsMessage, work: Callable[[], Awaitable[None]]) -> None:
         """Do the work, then ack; on failure nak with delay or dead-letter."""
         delivered = _num_delivered(msg)
         try:
             await work()
+        except Deferred as exc:
+            # A deliberate wait (SAAR hold), bounded by its own deadline, not by max_deliver.
+            await msg.nack(delay=max(0.05, exc.delay_s))
+            return
         except PermanentError as exc:
             await self._dead_letter(msg, "permanent", str(exc))
             return
@@ -96,6 +89,28 @@ class Settler:
         self.dead_letters.labels(reason).inc()
         log.error("%s: dead-lettered stream seq %s: %s", self.stage, seq, reason)
         await msg.reject()
+
+
+def _stage_counters(stage: Stage, metrics: CollectorRegistry) -> tuple[Counter, Counter]:
+    # Several consumers of one stage share its counters (a registry refuses a name twice);
+    # they are kept on the registry itself so they live and die with it.
+    cache: dict[str, tuple[Counter, Counter]] = metrics.__dict__.setdefault("_ba_settlers", {})
+    if stage not in cache:
+        cache[stage] = (
+            Counter(
+                f"{stage}_dead_letters_total",
+                "Messages parked on the dead-letter subject",
+                ["reason"],
+                registry=metrics,
+            ),
+            Counter(
+                f"{stage}_retries_total",
+                "Messages handed back for redelivery",
+                ["reason"],
+                registry=metrics,
+            ),
+        )
+    return cache[stage]
 
 
 def _num_delivered(msg: NatsMessage) -> int:

@@ -17,3 +17,11 @@ class TransientError(BuurtalertError):
 
 class PermanentError(BuurtalertError):
     """Retrying will not help: malformed event, unknown schema version."""
+
+
+class Deferred(BuurtalertError):
+    """Not yet: hand the message back for later without counting it as a failure."""
+
+    def __init__(self, message: str, *, delay_s: float) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s

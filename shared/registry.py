@@ -7,6 +7,7 @@ Key layout (all under the `ba:` prefix so one Redis can be shared):
   ba:group:{id}            HASH  name, area_ids (JSON list), wkb (hex or ""), min_age
   ba:group:{id}:members    HASH  member_id -> Member JSON
   ba:registry:version      INT   bumped on every change, so routers know to rebuild
+  ba:memberships:{rkey}    SET   "group_id/member_id" of one person (recipient key) on a channel
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from shared.schemas import AreaOut, GroupIn, Member, MemberIn
+from shared.addresses import recipient_key
+from shared.schemas import AreaOut, GroupIn, Member, MemberChannel, MemberIn
 
 AREAS = "ba:areas"
 GROUPS = "ba:groups"
@@ -39,6 +41,11 @@ def group_key(group_id: str) -> str:
 def members_key(group_id: str) -> str:
     """Hash key of one group's members."""
     return f"ba:group:{group_id}:members"
+
+
+def memberships_key(rkey: str) -> str:
+    """Set of the memberships of one person on one channel."""
+    return f"ba:memberships:{rkey}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +176,34 @@ class Registry:
     async def add_member(self, group_id: str, member: MemberIn) -> Member:
         """Add a member to a group; the group must exist."""
         stored = Member(member_id=secrets.token_hex(8), group_id=group_id, **member.model_dump())
-        await self.redis.hset(
-            members_key(group_id), stored.member_id, stored.model_dump_json()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(members_key(group_id), stored.member_id, stored.model_dump_json())
+        pipe.sadd(
+            memberships_key(recipient_key(stored.channel, stored.address)),
+            f"{group_id}/{stored.member_id}",
         )
+        await pipe.execute()
         return stored
 
     async def remove_member(self, group_id: str, member_id: str) -> bool:
         """Remove a member; True when it existed."""
-        return bool(await self.redis.hdel(members_key(group_id), member_id))
+        raw = await self.redis.hget(members_key(group_id), member_id)
+        if raw is None:
+            return False
+        member = Member.model_validate_json(raw)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(members_key(group_id), member_id)
+        pipe.srem(
+            memberships_key(recipient_key(member.channel, member.address)),
+            f"{group_id}/{member_id}",
+        )
+        await pipe.execute()
+        return True
+
+    async def groups_of(self, channel: MemberChannel, address: str) -> list[str]:
+        """Ids of the groups one person belongs to on one channel."""
+        raw = await self.redis.smembers(memberships_key(recipient_key(channel, address)))
+        return sorted({_text(x).split("/", 1)[0] for x in raw})
 
     async def members(self, group_id: str) -> list[Member]:
         """All members of a group."""

@@ -101,6 +101,16 @@ class DeliveryAttempted(_Event):
     attempted_at: AwareDatetime
 
 
+class ReplyRequested(_Event):
+    """A short direct answer to one resident on the channel they wrote on."""
+
+    reply_id: str = Field(description="Unique id, also the JetStream Nats-Msg-Id")
+    channel: MemberChannel
+    address: str = Field(description="Where to send it (E.164, chat id); never logged")
+    text: str
+    requested_at: AwareDatetime
+
+
 # --- HTTP API bodies -------------------------------------------------------------------------
 
 

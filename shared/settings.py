@@ -57,6 +57,22 @@ class IngestSettings(BaseServiceSettings):
     dispatch_keys: CommaList = Field(default_factory=list)
     public_url: str = "http://127.0.0.1:8080"
     publish_timeout_s: float = Field(5.0, gt=0)
+    saar_question_ttl_s: int = Field(
+        900, gt=0, description="how long a JA/NEE answer can still be matched to its report"
+    )
+    # Abuse limits: per sender (hashed) and per source address, as token buckets in Redis.
+    sender_reports_per_hour: float = Field(20, gt=0)
+    sender_burst: float = Field(5, gt=0)
+    source_requests_per_minute: float = Field(120, gt=0)
+    source_burst: float = Field(60, gt=0)
+    # Provider secrets keep the providers' own names (unprefixed); empty means not configured.
+    twilio_auth_token: str = Field("", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
+    telegram_webhook_secret: str = Field(
+        "", validation_alias=AliasChoices("TELEGRAM_WEBHOOK_SECRET")
+    )
+    telegram_bot_username: str = Field("", validation_alias=AliasChoices("TELEGRAM_BOT_USERNAME"))
+    whatsapp_app_secret: str = Field("", validation_alias=AliasChoices("WHATSAPP_APP_SECRET"))
+    whatsapp_verify_token: str = Field("", validation_alias=AliasChoices("WHATSAPP_VERIFY_TOKEN"))
 
     _split = field_validator("admin_keys", "dispatch_keys", mode="before")(_split_commas)
 
@@ -84,6 +100,12 @@ class RouterSettings(ConsumerSettings):
     """The router: point to areas to groups."""
 
     http_port: int = Field(8081, validation_alias=AliasChoices("BUURTALERT_ROUTER_PORT"))
+    saar_hold_s: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="how long a report that did not say whether 112 was called waits for JA/NEE",
+    )
 
 
 class NotifierSettings(ConsumerSettings):

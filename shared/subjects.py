@@ -18,9 +18,12 @@ STREAM_SUBJECTS: Final[tuple[str, ...]] = (f"{PREFIX}.>",)
 
 RECEIVED_ALL: Final = f"{PREFIX}.received.>"
 ROUTED: Final = f"{PREFIX}.routed"
+#: Direct answers to one resident (e.g. WhatsApp, which has no inline webhook reply).
+REPLY: Final = f"{PREFIX}.reply"
 
 ROUTER_DURABLE: Final = "router"
 NOTIFIER_DURABLE: Final = "notifier"
+REPLIES_DURABLE: Final = "notifier-replies"
 
 #: Header that JetStream de-duplicates on.
 MSG_ID_HEADER: Final = "Nats-Msg-Id"

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 from shared import subjects
 from shared.errors import TransientError
 from shared.observability import latency_histogram
-from shared.schemas import AlertReceived
+from shared.schemas import AlertReceived, ReplyRequested
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +62,17 @@ class AlertPublisher:
         self.accepted.labels(event.channel, event.kind).inc()
         log.info("accepted alert", extra={"alert_id": event.alert_id, "channel": event.channel})
         return True
+
+    async def publish_reply(self, reply: ReplyRequested) -> None:
+        """Store a direct reply for the notifier to send."""
+        try:
+            await self.broker.publish(
+                reply.model_dump_json().encode(),
+                subjects.REPLY,
+                headers={subjects.MSG_ID_HEADER: reply.reply_id},
+                stream=self.stream,
+                timeout=self.timeout_s,
+            )
+        except Exception as exc:
+            log.warning("reply publish failed: %s", type(exc).__name__)
+            raise TransientError("alert store unavailable") from exc

@@ -14,4 +14,5 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     runtime = create_runtime("notifier", settings)
     handlers.register(runtime, settings)
+    handlers.register_replies(runtime, settings)
     return create_http_app(runtime, title="buurtalert notifier")

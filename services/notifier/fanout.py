@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from shared.addresses import recipient_key
 from shared.schemas import AlertRouted, Member, MemberChannel, Relation
 
-
-def recipient_key(channel: MemberChannel, address: str) -> str:
-    """Opaque key of one person on one channel: never the raw address."""
-    digest = hashlib.sha256(f"{channel}:{address.strip().lower()}".encode()).hexdigest()
-    return f"{channel}:{digest[:20]}"
+__all__ = ["Recipient", "plan_recipients", "recipient_key"]
 
 
 @dataclass(frozen=True, slots=True)

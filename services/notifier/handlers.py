@@ -15,13 +15,14 @@ from services.notifier.channels.outbox import OutboxChannel
 from services.notifier.fanout import plan_recipients
 from services.notifier.texts import render
 from shared import subjects
+from shared.addresses import recipient_key
 from shared.broker import ServiceRuntime
 from shared.consuming import Settler
 from shared.errors import PermanentError, TransientError
 from shared.observability import latency_histogram
 from shared.outbox import OutcomeStore
 from shared.registry import Registry
-from shared.schemas import AlertRouted, DeliveryAttempted, Member, utcnow
+from shared.schemas import AlertRouted, DeliveryAttempted, Member, ReplyRequested, utcnow
 from shared.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
@@ -106,5 +107,60 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
                 "fanned out alert",
                 extra={"alert_id": alert.alert_id, "recipients": len(recipients)},
             )
+
+        await settler.run(msg, work)
+
+
+def register_replies(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
+    """Direct replies to one resident: delivered once each, like alerts."""
+    store = OutcomeStore(runtime.redis, settings.outcome_ttl_s, settings.outbox_max_len)
+    settler = Settler("notifier", runtime.broker, settings, runtime.metrics)
+    sent = Counter(
+        "notifier_replies_total",
+        "Direct replies recorded",
+        ["channel", "outcome"],
+        registry=runtime.metrics,
+    )
+
+    @runtime.broker.subscriber(
+        subjects.REPLY,
+        stream=JStream(settings.stream_name, declare=False),
+        durable=subjects.REPLIES_DURABLE,
+        pull_sub=PullSub(batch_size=settings.batch_size, timeout=1.0),
+        config=ConsumerConfig(ack_wait=settings.ack_wait_s, max_deliver=-1),
+        ack_policy=AckPolicy.MANUAL,
+        title="alerts.v1.reply",
+        description="Direct answers to one resident",
+    )
+    async def on_reply(msg: NatsMessage) -> None:
+        async def work() -> None:
+            try:
+                reply = ReplyRequested.model_validate_json(msg.body)
+            except ValidationError as exc:
+                raise PermanentError(
+                    f"not a ReplyRequested v1: {exc.error_count()} errors"
+                ) from exc
+            key = recipient_key(reply.channel, reply.address)
+            attempt = DeliveryAttempted(
+                alert_id=reply.reply_id,
+                recipient=key,
+                channel="outbox",
+                outcome="delivered",
+                attempted_at=utcnow(),
+            )
+            entry = {
+                "alert_id": reply.reply_id,
+                "kind": "reply",
+                "recipient": key,
+                "channel": reply.channel,
+                "address": reply.address,
+                "text": reply.text,
+                "delivered_at": attempt.attempted_at.isoformat(),
+            }
+            try:
+                if await store.record(attempt, entry):
+                    sent.labels("outbox", "delivered").inc()
+            except RedisError as exc:
+                raise TransientError(f"redis: {type(exc).__name__}") from exc
 
         await settler.run(msg, work)

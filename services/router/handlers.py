@@ -15,8 +15,9 @@ from services.router.matching import route_alert
 from shared import subjects
 from shared.broker import ServiceRuntime
 from shared.consuming import Settler
-from shared.errors import PermanentError
+from shared.errors import Deferred, PermanentError
 from shared.observability import latency_histogram
+from shared.saar import answer_for, awaits_answer
 from shared.schemas import AlertReceived
 from shared.settings import RouterSettings
 
@@ -33,7 +34,24 @@ def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexSour
         ["kind", "outcome"],
         registry=runtime.metrics,
     )
+    held = Counter(
+        "router_saar_holds_total",
+        "Times a report was held back waiting for JA/NEE on 112",
+        registry=runtime.metrics,
+    )
     seconds = latency_histogram(runtime.metrics, "router_route_seconds", "Time to route one alert")
+
+    async def _with_saar_answer(alert: AlertReceived) -> AlertReceived:
+        if not awaits_answer(alert):
+            return alert
+        answer = await answer_for(runtime.redis, alert.alert_id)
+        if answer is not None:
+            return alert.model_copy(update={"called_112": answer})
+        waited = time.time() - alert.received_at.timestamp()
+        if waited < settings.saar_hold_s:
+            held.inc()
+            raise Deferred("waiting for JA/NEE", delay_s=min(2.0, settings.saar_hold_s - waited))
+        return alert
 
     @broker.subscriber(
         subjects.RECEIVED_ALL,
