@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared.notices import Notice
 from shared.subjects import Channel
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -68,6 +69,7 @@ class AlertReceived(_Event):
     called_112: bool | None = Field(None, description="Whether the sender says 112 was called")
     received_at: AwareDatetime = Field(description="When the edge accepted it")
     raw: dict[str, Any] = Field(default_factory=dict, description="Payload as received")
+    notice: Notice | None = Field(None, description="The dispatch notice, for kind notice")
 
 
 class RouteTarget(BaseModel):

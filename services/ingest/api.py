@@ -16,6 +16,7 @@ from shared.addresses import AddressError, normalise_address
 from shared.errors import TransientError
 from shared.geo import geometry_from_geojson, to_wkb_hex
 from shared.outbox import read_outbox, read_outcomes
+from shared.ratelimit import Limit, RateLimiter
 from shared.registry import Registry
 from shared.schemas import (
     AlertAccepted,
@@ -34,6 +35,8 @@ def install(
     publisher: AlertPublisher,
     keys: list[tuple[str, Role]],
     rejected: Counter,
+    limiter: RateLimiter,
+    source_limit: Limit,
 ) -> None:
     """Add the v1 API and its error handlers to the app."""
     admin = Depends(require("admin", keys))
@@ -65,6 +68,14 @@ def install(
     ) -> AlertAccepted:
         """Report what you saw. 112 first: say whether it has been called."""
         client = request.client.host if request.client else "unknown"
+        decision = await limiter.hit(f"source:{client}", source_limit)
+        if not decision.allowed:
+            rejected.labels("/v1/reports", "rate_limited").inc()
+            raise HTTPException(
+                429,
+                "too many reports from this address; try again later (bij direct gevaar: bel 112)",
+                headers={"Retry-After": str(max(1, round(decision.retry_after_s)))},
+            )
         event = web_report(
             report, received_at=utcnow(), client=client, idempotency_key=idempotency_key
         )

@@ -5,10 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 from prometheus_client import Counter
 
-from services.ingest import api
+from services.ingest import api, notices_api, webhooks
 from services.ingest.auth import key_roles
+from services.ingest.conversation import Conversation
+from services.ingest.locating import Locator
 from services.ingest.publishing import AlertPublisher
 from shared.broker import create_http_app, create_runtime
+from shared.ratelimit import Limit, RateLimiter
 from shared.registry import Registry
 from shared.settings import IngestSettings
 
@@ -29,13 +32,43 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         ["endpoint", "reason"],
         registry=runtime.metrics,
     )
+    receipts = Counter(
+        "ingest_delivery_receipts_total",
+        "Provider status callbacks received",
+        ["channel", "status"],
+        registry=runtime.metrics,
+    )
+    registry = Registry(runtime.redis)
+    publisher = AlertPublisher(
+        runtime.broker, settings.stream_name, settings.publish_timeout_s, runtime.metrics
+    )
+    keys = key_roles(settings.admin_keys, settings.dispatch_keys)
+    limiter = RateLimiter(runtime.redis)
     api.install(
         app,
-        registry=Registry(runtime.redis),
-        publisher=AlertPublisher(
-            runtime.broker, settings.stream_name, settings.publish_timeout_s, runtime.metrics
-        ),
-        keys=key_roles(settings.admin_keys, settings.dispatch_keys),
+        registry=registry,
+        publisher=publisher,
+        keys=keys,
         rejected=rejected,
+        limiter=limiter,
+        source_limit=Limit.per_minute(settings.source_requests_per_minute, settings.source_burst),
+    )
+    notices_api.install(app, publisher=publisher, keys=keys, rejected=rejected)
+    conversation = Conversation(
+        runtime.redis,
+        publisher,
+        limiter,
+        Locator(runtime.redis, registry),
+        Limit.per_hour(settings.sender_reports_per_hour, settings.sender_burst),
+        settings.saar_question_ttl_s,
+        rejected,
+    )
+    webhooks.install(
+        app,
+        settings=settings,
+        redis=runtime.redis,
+        conversation=conversation,
+        rejected=rejected,
+        receipts=receipts,
     )
     return app

@@ -25,21 +25,26 @@ def role_of(presented: str, keys: list[tuple[str, Role]]) -> set[Role]:
     return roles
 
 
+def bearer_token(request: Request) -> str:
+    """The bearer token of a request ("" when there is none)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def require(
     role: Role, keys: list[tuple[str, Role]]
 ) -> Callable[[Request], Coroutine[Any, Any, None]]:
     """A FastAPI dependency: 401 without a known key, 403 with a key of another role."""
 
     async def dependency(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request)
+        if not token:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing bearer key (Authorization: Bearer <key>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        roles = role_of(token.strip(), keys)
+        roles = role_of(token, keys)
         if not roles:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, "unknown key", headers={"WWW-Authenticate": "Bearer"}
