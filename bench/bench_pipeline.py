@@ -209,6 +209,9 @@ class Infra:
                 "BUURTALERT_DISPATCH_KEYS": "bench-dispatch-key-0123456789",
                 "BUURTALERT_LOG_LEVEL": self.log_level,
                 "BUURTALERT_LOG_JSON": "true",
+                # One client on 127.0.0.1 sends everything: lift the abuse limits.
+                "BUURTALERT_SOURCE_REQUESTS_PER_MINUTE": "100000000",
+                "BUURTALERT_SOURCE_BURST": "1000000",
             }
         )
         return {k: v for k, v in env.items() if not k.startswith(PROVIDER_ENV_PREFIXES)}

@@ -482,6 +482,15 @@ class AreaIndex:
             hits.sort()  # tree order is arbitrary; build order keeps results deterministic
         return [self._ids[i] for i in hits]
 
+    def overlapping(self, geometry: BaseGeometry) -> list[str]:
+        """Ids of the areas sharing some surface with geometry; a touching border is not enough."""
+        hits = self._tree.query(geometry, predicate="intersects")
+        if hits.size == 0:
+            return []
+        # A notice drawn exactly along a buurt border does not concern the buurt beyond it.
+        touching = shapely.touches(self._geoms[hits], geometry)
+        return [self._ids[i] for i in sorted(hits[~touching].tolist())]
+
     def lookup_many(
         self, lons: Sequence[float] | npt.ArrayLike, lats: Sequence[float] | npt.ArrayLike
     ) -> list[list[str]]:

@@ -152,6 +152,7 @@ class MemberIn(BaseModel):
     channel: MemberChannel
     address: str = Field(min_length=1, max_length=320)
     role: Literal["member", "admin"] = "member"
+    drills: bool = Field(False, description="Also receive Exercise and Test notices")
 
 
 class Member(MemberIn):

@@ -123,6 +123,12 @@ class System:
             "BUURTALERT_DISPATCH_KEYS": self.dispatch_key,
             "BUURTALERT_ACK_WAIT_S": "2",
             "BUURTALERT_LOG_JSON": "true",
+            # Load-bearing tests post hundreds of reports from 127.0.0.1; the limits have
+            # their own test.
+            "BUURTALERT_SOURCE_REQUESTS_PER_MINUTE": "1000000",
+            "BUURTALERT_SOURCE_BURST": "100000",
+            "BUURTALERT_SENDER_REPORTS_PER_HOUR": "1000000",
+            "BUURTALERT_SENDER_BURST": "100000",
         }
         env.update(self.extra_env)
         return embedded.child_env(env)

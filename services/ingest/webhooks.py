@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from starlette.datastructures import FormData
 
 from services.ingest.adapters import telegram, twilio, whatsapp
 from services.ingest.adapters.errors import WebhookRejected
@@ -34,11 +34,17 @@ async def _mark_handled(redis: Redis, channel: str, provider_id: str) -> None:
     await redis.set(_seen_key(channel, provider_id), "1", ex=_SEEN_TTL_S)
 
 
-def _form_params(form: FormData) -> dict[str, list[str]]:
+def _parse_form(body: bytes) -> dict[str, list[str]]:
+    # Twilio posts application/x-www-form-urlencoded, UTF-8; repeated names keep every value,
+    # because the signature covers each of them.
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WebhookRejected("malformed", "body is not a URL-encoded form") from exc
     params: dict[str, list[str]] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            params.setdefault(key, []).append(value)
+    for key, value in pairs:
+        params.setdefault(key, []).append(value)
     return params
 
 
@@ -73,12 +79,7 @@ def install(
         """Inbound SMS from Twilio; answers with TwiML."""
         if not settings.twilio_auth_token:
             raise WebhookRejected("not_configured", "TWILIO_AUTH_TOKEN is not set")
-        await raw_body(request)
-        try:
-            form = await request.form()
-        except Exception as exc:
-            raise WebhookRejected("malformed", "body is not a form") from exc
-        params = _form_params(form)
+        params = _parse_form(await raw_body(request))
         url = settings.public_url.rstrip("/") + request.url.path
         twilio.verify_signature(
             settings.twilio_auth_token, url, params, request.headers.get(twilio.SIGNATURE_HEADER)

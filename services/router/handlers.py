@@ -11,7 +11,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.router.index_cache import IndexSource
-from services.router.matching import route_alert
+from services.router.matching import route_alert, route_notice
 from shared import subjects
 from shared.broker import ServiceRuntime
 from shared.consuming import Settler
@@ -20,6 +20,7 @@ from shared.observability import latency_histogram
 from shared.saar import answer_for, awaits_answer
 from shared.schemas import AlertReceived
 from shared.settings import RouterSettings
+from shared.threads import earlier_targets, remember_targets
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,15 @@ def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexSour
                 raise PermanentError(
                     f"not an AlertReceived v1: {exc.error_count()} errors"
                 ) from exc
-            event = route_alert(alert, await cache.get())
+            index = await cache.get()
+            if alert.notice is not None:
+                notice = alert.notice
+                earlier = await earlier_targets(runtime.redis, notice.references)
+                event = route_notice(alert, notice, index, earlier)
+                await remember_targets(runtime.redis, notice.notice_id, event.targets)
+            else:
+                alert = await _with_saar_answer(alert)
+                event = route_alert(alert, index)
             await broker.publish(
                 event.model_dump_json().encode(),
                 subjects.ROUTED,
@@ -82,11 +91,9 @@ def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexSour
                 stream=settings.stream_name,
                 timeout=5.0,
             )
-            outcome = (
-                "matched"
-                if event.targets
-                else ("no_location" if alert.location is None else "unmatched")
-            )
+            outcome = "matched" if event.targets else "unmatched"
+            if alert.notice is None and alert.location is None:
+                outcome = "no_location"
             routed.labels(alert.kind, outcome).inc()
             seconds.observe(time.perf_counter() - started)
             log.info(

@@ -60,3 +60,20 @@ def test_no_jetstream_means_503_not_202(system: System) -> None:
         assert resp.status_code == 503
         assert "retry" in resp.json()["detail"]
     system.nats.start()
+
+
+def test_abusive_source_and_sender_get_429_with_retry_after(system: System) -> None:
+    system.extra_env.update({
+        "BUURTALERT_SOURCE_REQUESTS_PER_MINUTE": "3", "BUURTALERT_SOURCE_BURST": "3",
+    })
+    system.start("ingest")
+    with system.client() as client:
+        report = {"text": "x", "location": {"lat": 51, "lon": 5}, "called_112": True}
+        codes = [client.post("/v1/reports", json=report).status_code for _ in range(5)]
+        assert codes[:3] == [202, 202, 202]
+        assert codes[3:] == [429, 429]
+        last = client.post("/v1/reports", json=report)
+        assert int(last.headers["Retry-After"]) >= 1
+        assert "112" in last.json()["detail"]
+        assert ('ingest_rejected_total{endpoint="/v1/reports",reason="rate_limited"} 3.0'
+                in client.get("/metrics").text)

@@ -1,0 +1,293 @@
+"""Every inbound channel end to end on real servers: one signed request, one routed alert."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from services.ingest.adapters.twilio import compute_signature
+from shared import gazetteer
+from tests.integration.test_end_to_end import SQUARE, STEIN, outbox, wait_for
+from tests.servers import System
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+TWILIO_TOKEN = "twilio-test-token-0123456789"
+TG_SECRET = "telegram-secret-token-0123456789"
+WA_SECRET = "whatsapp-app-secret-0123456789"
+WA_VERIFY = "whatsapp-verify-token"
+MEMBER_PHONE = "+31612345678"
+REPORTER_PHONE = "+31687654321"
+
+
+@pytest.fixture
+def channels(system: System) -> Iterator[tuple[System, httpx.Client]]:
+    """The system with every provider secret set, one group over Stein with one member."""
+    system.extra_env.update({
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
+        "WHATSAPP_APP_SECRET": WA_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": WA_VERIFY,
+        "BUURTALERT_SAAR_HOLD_S": "20",
+    })
+    system.start_all()
+    system.extra_env["BUURTALERT_PUBLIC_URL"] = system.url("ingest")
+    system.stop_all()
+    system.start_all()
+
+    async def load_postcode() -> None:
+        redis = Redis.from_url(system.redis_url)
+        await gazetteer.load(redis, [("6171AB", STEIN["lat"], STEIN["lon"])])
+        await redis.aclose()
+
+    asyncio.run(load_postcode())
+    client = system.client()
+    admin = system.admin_headers()
+    assert client.post("/v1/groups", headers=admin, json={
+        "id": "stein", "name": "Stein", "geometry": SQUARE}).status_code == 201
+    assert client.post("/v1/groups/stein/members", headers=admin, json={
+        "channel": "sms", "address": MEMBER_PHONE, "drills": True}).status_code == 201
+    yield system, client
+    client.close()
+
+
+def entries_for(client: httpx.Client, system: System, alert_text: str) -> list[dict[str, Any]]:
+    return [e for e in outbox(client, system) if alert_text in e.get("text", "")]
+
+
+def delivered_once(client: httpx.Client, system: System, needle: str) -> dict[str, Any]:
+    found = wait_for(lambda: entries_for(client, system, needle), lambda es: len(es) >= 1)
+    time.sleep(1.0)  # a duplicate, if any, would arrive within the same second
+    again = entries_for(client, system, needle)
+    assert len(again) == 1, again
+    first: dict[str, Any] = found[0]
+    return first
+
+
+def twilio_post(client: httpx.Client, system: System, form: dict[str, str],
+                signature: str | None = "compute") -> httpx.Response:
+    url = system.url("ingest") + "/webhooks/twilio/sms"
+    headers = {}
+    if signature == "compute":
+        headers["X-Twilio-Signature"] = compute_signature(TWILIO_TOKEN, url, form)
+    elif signature is not None:
+        headers["X-Twilio-Signature"] = signature
+    return client.post("/webhooks/twilio/sms", data=form, headers=headers)
+
+
+def sms_form(sid: str, body: str) -> dict[str, str]:
+    return {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32,
+            "From": REPORTER_PHONE, "To": "+3197010000000", "Body": body, "NumMedia": "0",
+            "NumSegments": "1", "SmsStatus": "received", "ApiVersion": "2010-04-01",
+            "FromCountry": "NL", "ToCountry": "NL"}
+
+
+def test_twilio_sms_signed_retried_once_forged_refused(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    system, client = channels
+    form = sms_form("SM" + "a" * 32, "Inbraak bezig bij 6171 AB, 112 is gebeld")
+    first = twilio_post(client, system, form)
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"].startswith("application/xml")
+    assert "<Message>" in first.text
+    assert "112" in first.text
+    assert twilio_post(client, system, form).status_code == 200  # Twilio retries
+    entry = delivered_once(client, system, "Inbraak bezig bij 6171 AB")
+    assert entry["address"] == MEMBER_PHONE
+    assert "112 is gebeld" in entry["text"]
+
+    forged = twilio_post(client, system, sms_form("SM" + "b" * 32, "nep"), signature="AAAA")
+    assert forged.status_code == 403
+    assert "X-Twilio-Signature" in forged.json()["detail"]
+    missing = twilio_post(client, system, sms_form("SM" + "c" * 32, "nep"), signature=None)
+    assert missing.status_code == 403
+    malformed = client.post("/webhooks/twilio/sms", content=b"\xff\x00garbage",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert malformed.status_code in (400, 403)
+    metrics = client.get("/metrics").text
+    assert ('ingest_rejected_total{endpoint="/webhooks/twilio/sms",reason="bad_signature"} 1.0'
+            in metrics)
+
+
+def test_sms_without_112_asks_and_the_answer_travels_with_the_report(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    system, client = channels
+    reply = twilio_post(client, system, sms_form("SM" + "d" * 32,
+                                                 "Verdachte man bij de auto's 6171AB"))
+    assert "Is 112 al gebeld" in reply.text
+    answer = twilio_post(client, system, sms_form("SM" + "e" * 32, "JA"))
+    assert answer.status_code == 200
+    entry = delivered_once(client, system, "Verdachte man bij de auto's")
+    assert "112 is gebeld" in entry["text"]
+
+
+def telegram_update(update_id: int, message: dict[str, Any]) -> dict[str, Any]:
+    base = {"message_id": update_id, "date": int(time.time()),
+            "from": {"id": 5550001, "is_bot": False, "first_name": "Anna"},
+            "chat": {"id": 5550001, "type": "private"}}
+    base.update(message)
+    return {"update_id": update_id, "message": base}
+
+
+def test_telegram_location_then_report_once_and_secret_checked(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    system, client = channels
+    headers = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+    loc = client.post("/webhooks/telegram", headers=headers, json=telegram_update(
+        9001, {"location": {"latitude": STEIN["lat"], "longitude": STEIN["lon"]}}))
+    assert loc.status_code == 200
+    assert loc.json()["method"] == "sendMessage"
+    report = telegram_update(9002, {"text": "Rook uit schuur achter de school, 112 is gebeld"})
+    first = client.post("/webhooks/telegram", headers=headers, json=report)
+    assert first.json()["chat_id"] == 5550001
+    assert "112" in first.json()["text"]
+    assert client.post("/webhooks/telegram", headers=headers, json=report).json() == {}
+    entry = delivered_once(client, system, "Rook uit schuur")
+    outcomes = client.get(f"/v1/alerts/{entry['alert_id']}/outcomes",
+                          headers=system.admin_headers()).json()
+    assert len(outcomes) == 1
+    wrong = client.post("/webhooks/telegram", headers={"X-Telegram-Bot-Api-Secret-Token": "x"},
+                        json=report)
+    assert wrong.status_code == 403
+
+
+def wa_payload(messages: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"object": "whatsapp_business_account", "entry": [{
+        "id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881",
+                         "phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Kerry"}, "wa_id": "31687654321"}],
+            "messages": messages}}]}]}).encode()
+
+
+def wa_post(client: httpx.Client, body: bytes, secret: str = WA_SECRET) -> httpx.Response:
+    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return client.post("/webhooks/whatsapp", content=body, headers={
+        "X-Hub-Signature-256": sig, "Content-Type": "application/json"})
+
+
+def test_whatsapp_challenge_location_report_and_forgery(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    system, client = channels
+    challenge = client.get("/webhooks/whatsapp", params={
+        "hub.mode": "subscribe", "hub.verify_token": WA_VERIFY, "hub.challenge": "1158201444"})
+    assert challenge.status_code == 200
+    assert challenge.text == "1158201444"
+    assert client.get("/webhooks/whatsapp", params={
+        "hub.mode": "subscribe", "hub.verify_token": "nope", "hub.challenge": "1"}
+    ).status_code == 403
+    now = str(int(time.time()))
+    body = wa_payload([{"from": "31687654321", "id": "wamid.HBgLMzE2ODc2NTQzMjEVAgASGBQzQTc",
+                        "timestamp": now, "type": "location",
+                        "location": {"latitude": STEIN["lat"], "longitude": STEIN["lon"]}},
+                       {"from": "31687654321", "id": "wamid.HBgLMzE2ODc2NTQzMjEVAgASGBQzQTg",
+                        "timestamp": now, "type": "text",
+                        "text": {"body": "Auto rijdt rondjes zonder licht. 112 is gebeld"}}])
+    assert wa_post(client, body).status_code == 200
+    assert wa_post(client, body).status_code == 200  # Meta redelivers
+    entry = delivered_once(client, system, "Auto rijdt rondjes")
+    assert entry["address"] == MEMBER_PHONE
+    replies = wait_for(lambda: [e for e in outbox(client, system) if e.get("kind") == "reply"],
+                       lambda rs: len(rs) >= 2)
+    assert {r["address"] for r in replies} == {"+31687654321"}
+    assert wa_post(client, body, secret="forged").status_code == 403
+    status = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp", "metadata": {
+            "display_phone_number": "1", "phone_number_id": "1"}, "statuses": [{
+                "id": "wamid.X", "status": "delivered", "timestamp": now,
+                "recipient_id": "31612345678"}]}}]}]}).encode()
+    assert wa_post(client, status).status_code == 200
+    assert ('ingest_delivery_receipts_total{channel="whatsapp",status="delivered"} 1.0'
+            in client.get("/metrics").text)
+
+
+CAP_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier>
+  <sender>meldkamer@politie.example</sender>
+  <sent>2026-11-22T10:00:00+01:00</sent>
+  <status>{status}</status>
+  <msgType>{msg_type}</msgType>
+  <scope>Public</scope>
+  {references}
+  <info>
+    <language>nl-NL</language>
+    <category>Rescue</category>
+    <event>Vermiste persoon</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Observed</certainty>
+    <headline>{headline}</headline>
+    <description>Jongen van 8, blauwe jas.</description>
+    <parameter><valueName>buurtalert:category</valueName><value>missing_person</value></parameter>
+    <area>
+      <areaDesc>Stein centrum</areaDesc>
+      <circle>{lat},{lon} 0.3</circle>
+    </area>
+  </info>
+</alert>"""
+
+
+def cap(identifier: str, msg_type: str, headline: str, references: str = "",
+        status: str = "Actual") -> bytes:
+    refs = f"<references>{references}</references>" if references else ""
+    return CAP_TEMPLATE.format(identifier=identifier, msg_type=msg_type, headline=headline,
+                               references=refs, status=status, lat=STEIN["lat"],
+                               lon=STEIN["lon"]).encode()
+
+
+def test_dispatch_json_and_cap_thread_update_and_cancel(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    system, client = channels
+    dispatch = {"Authorization": f"Bearer {system.dispatch_key}"}
+    assert client.post("/v1/notices", json={"category": "other", "headline": "x",
+                       "area": {"circle": {"lat": 51, "lon": 5, "radius_m": 100}}},
+                       headers=system.admin_headers()).status_code == 403
+    json_notice = client.post("/v1/notices", headers=dispatch, json={
+        "category": "burglary", "headline": "Inbrekers actief in Stein centrum",
+        "text": "Let op open ramen.",
+        "area": {"circle": {"lat": STEIN["lat"], "lon": STEIN["lon"], "radius_m": 250}}})
+    assert json_notice.status_code == 202, json_notice.text
+    delivered_once(client, system, "Inbrekers actief in Stein centrum")
+
+    xml = {**dispatch, "Content-Type": "application/cap+xml"}
+    alert = client.post("/v1/notices", headers=xml,
+                        content=cap("NL-2026-0001", "Alert", "Vermist: jongen van 8"))
+    assert alert.status_code == 202, alert.text
+    delivered_once(client, system, "Vermist: jongen van 8")
+    ref = "meldkamer@politie.example,NL-2026-0001,2026-11-22T10:00:00+01:00"
+    update = client.post("/v1/notices", headers=xml, content=cap(
+        "NL-2026-0002", "Update", "Update: jongen gezien bij station", ref))
+    assert update.status_code == 202, update.text
+    upd = delivered_once(client, system, "jongen gezien bij station")
+    assert upd["text"].startswith("Update")
+    cancel_doc = cap("NL-2026-0003", "Cancel", "Jongen is terecht", ref).replace(
+        b"<circle>", b"<!-- no area needed --><circle>")
+    cancel = client.post("/v1/notices", headers=xml, content=cancel_doc)
+    assert cancel.status_code == 202, cancel.text
+    assert delivered_once(client, system, "Jongen is terecht")["text"].startswith("Ingetrokken")
+
+    drill = client.post("/v1/notices", headers=xml, content=cap(
+        "NL-2026-0004", "Alert", "Oefening vermissing", status="Exercise"))
+    assert drill.status_code == 202
+    assert delivered_once(client, system, "Oefening vermissing")["text"].startswith("[OEFENING]")
+
+    bad = client.post("/v1/notices", headers=xml,
+                      content=cap("NL-2026-0005", "Alert", "x", status="Echt"))
+    assert bad.status_code == 422
+    assert "<status>" in bad.json()["detail"]
