@@ -30,9 +30,15 @@ def plan_recipients(
 
     Where one person is reached through several groups, "in your area" beats "next to it".
     """
+    notice = routed.alert.notice
+    if notice is not None and notice.status in ("System", "Draft"):
+        return []  # not meant for residents at all
+    drills_only = notice is not None and notice.status in ("Exercise", "Test")
     chosen: dict[str, Recipient] = {}
     for target in routed.targets:
         for member in members_by_group.get(target.group_id, ()):
+            if drills_only and not member.drills:
+                continue
             key = recipient_key(member.channel, member.address)
             current = chosen.get(key)
             if current is None or (current.relation == "adjacent" and target.relation == "in_area"):

@@ -7,9 +7,19 @@ from shared.schemas import AlertReceived, Relation
 _KIND = {"report": "Melding uit de buurt", "notice": "Politiebericht"}
 
 
+_MSG_TYPE = {"Update": "Update", "Cancel": "Ingetrokken"}
+_STATUS = {"Exercise": "OEFENING", "Test": "TEST"}
+
+
 def render(alert: AlertReceived, relation: Relation, area_names: list[str] | None = None) -> str:
     """The text one recipient receives for one alert."""
     head = _KIND.get(alert.kind, "Melding")
+    notice = alert.notice
+    if notice is not None:
+        if notice.msg_type in _MSG_TYPE:
+            head = f"{_MSG_TYPE[notice.msg_type]} {head.lower()}"
+        if notice.status in _STATUS:
+            head = f"[{_STATUS[notice.status]}] {head}"
     where = f" ({', '.join(area_names)})" if area_names else ""
     lines = [f"{head}{where}: {alert.text}"]
     if alert.kind == "report":
