@@ -87,6 +87,49 @@ def areas_import(
     raise typer.Exit(asyncio.run(run()))
 
 
+gazetteer_app = typer.Typer(
+    help="Local gazetteer: Dutch postcodes to coordinates (no online geocoder).",
+    no_args_is_help=True,
+)
+app.add_typer(gazetteer_app, name="gazetteer")
+
+
+@gazetteer_app.command("import")
+def gazetteer_import(
+    file: Annotated[Path, typer.Argument(help="CSV with columns postcode,lat,lon (PC6 or PC4)")],
+    redis_url: Annotated[
+        str,
+        typer.Option(envvar="BUURTALERT_REDIS_URL", help="Redis holding the registry"),
+    ] = DEFAULT_REDIS,
+) -> None:
+    """Load postcodes so reports that name one ("bij 6171 AB") get a location."""
+    from redis.asyncio import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from shared import gazetteer
+
+    if not file.exists():
+        typer.echo(f"✗ no such file: {file}", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> int:
+        redis = Redis.from_url(redis_url, socket_connect_timeout=3)
+        try:
+            count = await gazetteer.load(redis, gazetteer.read_csv(file))
+        except (RedisConnectionError, OSError):
+            typer.echo(f"✗ cannot reach Redis at {redis_url}: is `make run` running?", err=True)
+            return 3
+        except ValueError as exc:
+            typer.echo(f"✗ {exc}", err=True)
+            return 2
+        finally:
+            await redis.aclose()
+        typer.echo(f"✓ {count} postcodes loaded")
+        return 0
+
+    raise typer.Exit(asyncio.run(run()))
+
+
 def main() -> None:
     """Entry point of the `buurtalert` script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
