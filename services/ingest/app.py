@@ -9,6 +9,7 @@ from services.ingest import api, notices_api, webhooks
 from services.ingest.auth import key_roles
 from services.ingest.conversation import Conversation
 from services.ingest.locating import Locator
+from services.ingest.pages import install_pages
 from services.ingest.publishing import AlertPublisher
 from shared.broker import create_http_app, create_runtime
 from shared.ratelimit import Limit, RateLimiter
@@ -54,6 +55,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         source_limit=Limit.per_minute(settings.source_requests_per_minute, settings.source_burst),
     )
     notices_api.install(app, publisher=publisher, keys=keys, rejected=rejected)
+    install_pages(app, registry)
     conversation = Conversation(
         runtime.redis,
         publisher,

@@ -103,6 +103,8 @@ class AreaLayer:
     names: tuple[str, ...]
     geoms: npt.NDArray[np.object_]
     tree: Any  # shapely.STRtree (shapely ships no type stubs)
+    #: [minlon, minlat, maxlon, maxlat] of all areas, or None when there are none.
+    extent: list[float] | None
 
     @classmethod
     def build(cls, version: int, areas: list[StoredArea]) -> AreaLayer:
@@ -119,13 +121,10 @@ class AreaLayer:
             names=tuple(areas[i].name for i in keep),
             geoms=kept,
             tree=shapely.STRtree(kept),
+            extent=[round(float(v), _DECIMALS) for v in shapely.total_bounds(kept)]
+            if len(keep)
+            else None,
         )
-
-    def extent(self) -> list[float] | None:
-        """[minlon, minlat, maxlon, maxlat] of all areas, or None when there are none."""
-        if not len(self.ids):
-            return None
-        return [round(float(v), _DECIMALS) for v in shapely.total_bounds(self.geoms)]
 
     def query(self, bbox: tuple[float, float, float, float]) -> list[int]:
         """Indexes of the areas intersecting the bbox, in a stable order."""
@@ -153,7 +152,7 @@ class AreaLayer:
             "type": "FeatureCollection",
             "bbox": list(bbox),
             "areas_total": len(self.ids),
-            "areas_extent": self.extent(),
+            "areas_extent": self.extent,
         }
         # The geometries are already JSON text; re-parsing 2000 of them to dump them again
         # would cost more than the query.
