@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from shared.observability import configure_logging
 from shared.settings import BaseServiceSettings
@@ -54,17 +54,29 @@ def create_runtime(service: str, settings: BaseServiceSettings) -> ServiceRuntim
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
     )
-    redis = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        health_check_interval=10,
-        socket_connect_timeout=5,
-        retry_on_timeout=True,
-    )
+    redis = Redis(connection_pool=redis_pool(settings))
     runtime = ServiceRuntime(service, settings, broker, metrics, redis)
     runtime.readiness["nats"] = lambda: broker.ping(timeout=1.0)
     runtime.readiness["redis"] = lambda: _redis_ping(redis)
     return runtime
+
+
+def redis_pool(settings: BaseServiceSettings) -> BlockingConnectionPool:
+    """A bounded pool that makes callers wait for a free connection instead of failing.
+
+    redis-py's default pool raises "Too many connections" past its cap; under a burst of
+    requests that turned into errors. Waiting (up to `redis_pool_timeout_s`) is back-pressure.
+    """
+    return BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
+        decode_responses=True,
+        health_check_interval=10,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+        retry_on_timeout=True,
+    )
 
 
 async def _redis_ping(redis: Redis) -> bool:

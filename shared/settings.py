@@ -44,6 +44,8 @@ class BaseServiceSettings(BaseSettings):
     duplicate_window_s: float = Field(
         120, gt=0, description="JetStream de-duplication window for Nats-Msg-Id"
     )
+    redis_max_connections: int = Field(64, ge=1, le=10_000)
+    redis_pool_timeout_s: float = Field(5.0, gt=0)
     outcome_ttl_s: int = Field(
         30 * 24 * 3600, gt=0, description="how long delivery outcomes are kept in Redis"
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
+from redis.exceptions import RedisError
 
 from services.ingest.auth import Role, require
 from services.ingest.normalise import web_report
@@ -26,6 +28,8 @@ from shared.schemas import (
     ReportIn,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 
 def install(
@@ -50,6 +54,16 @@ def install(
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(RedisError)
+    async def registry_unavailable(request: Request, exc: RedisError) -> JSONResponse:
+        rejected.labels(_endpoint(request), "unavailable").inc()
+        log.warning("redis unavailable at the edge: %s", type(exc).__name__)
+        return JSONResponse(
+            {"detail": "registry temporarily unavailable; nothing was stored, please retry"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(TransientError)
     async def unavailable(request: Request, exc: TransientError) -> JSONResponse:

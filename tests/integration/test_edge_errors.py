@@ -77,3 +77,19 @@ def test_abusive_source_and_sender_get_429_with_retry_after(system: System) -> N
         assert "112" in last.json()["detail"]
         assert ('ingest_rejected_total{endpoint="/v1/reports",reason="rate_limited"} 3.0'
                 in client.get("/metrics").text)
+
+
+async def test_a_burst_of_reports_is_all_accepted_never_500(system: System) -> None:
+    import asyncio
+
+    import httpx
+
+    system.start("ingest")
+    report = {"text": "drukte", "location": {"lat": 51, "lon": 5}, "called_112": True}
+    limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
+    async with httpx.AsyncClient(base_url=system.url("ingest"), timeout=30,
+                                 limits=limits) as client:
+        answers = await asyncio.gather(*(client.post("/v1/reports", json=report)
+                                         for _ in range(300)))
+    codes = sorted({a.status_code for a in answers})
+    assert codes == [202], [a.text for a in answers if a.status_code != 202][:3]
