@@ -46,3 +46,8 @@ def recipient_key(channel: MemberChannel, address: str) -> str:
     """Opaque key of one person on one channel: never the raw address."""
     digest = hashlib.sha256(f"{channel}:{address.strip().lower()}".encode()).hexdigest()
     return f"{channel}:{digest[:20]}"
+
+
+def opt_out_key(channel: MemberChannel, address: str) -> str:
+    """Redis key marking one person on one channel as opted out (STOP, AFMELDEN)."""
+    return f"ba:optout:{recipient_key(channel, address)}"

@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from services.ingest.auth import Role, require
+from services.ingest.conversation import JOIN_REQUESTS
 from services.ingest.normalise import web_report
 from services.ingest.publishing import AlertPublisher
 from shared.addresses import AddressError, normalise_address
@@ -165,6 +166,15 @@ def install(
     async def get_outbox(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
         """Newest messages delivered to the local outbox (channels without an account)."""
         return await read_outbox(registry.redis, limit)
+
+    @router.get("/join-requests", dependencies=[admin], tags=["admin"])
+    async def get_join_requests(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> list[dict[str, Any]]:
+        """Residents who asked to join (AANMELDEN, /aanmelden), newest first, for admins."""
+        rows = await registry.redis.xrevrange(JOIN_REQUESTS, count=limit) or []
+        return [{"request_id": str(rid), **{str(k): str(v) for k, v in (fields or {}).items()}}
+                for rid, fields in rows]
 
     @router.get("/alerts/{alert_id}/outcomes", dependencies=[admin], tags=["admin"])
     async def get_outcomes(alert_id: str) -> list[dict[str, Any]]:

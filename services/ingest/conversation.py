@@ -28,7 +28,7 @@ from services.ingest.adapters.texts import (
 )
 from services.ingest.locating import Locator
 from services.ingest.publishing import AlertPublisher
-from shared.addresses import recipient_key
+from shared.addresses import opt_out_key
 from shared.ratelimit import Limit, RateLimiter
 from shared.saar import awaits_answer, record_answer, remember_question
 from shared.schemas import AlertReceived, Location, MemberChannel, ReplyRequested, utcnow
@@ -36,11 +36,6 @@ from shared.schemas import AlertReceived, Location, MemberChannel, ReplyRequeste
 LOCATION_RECEIVED = "Locatie ontvangen. Stuur nu wat u ziet. Bij direct gevaar: bel eerst 112."
 ANSWER_WITHOUT_REPORT = "Bedankt. Bij direct gevaar: bel 112."
 JOIN_REQUESTS = "ba:join-requests"
-
-
-def opt_out_key(channel: MemberChannel, identity: str) -> str:
-    """Redis key marking one person on one channel as opted out."""
-    return f"ba:optout:{recipient_key(channel, identity)}"
 
 
 @dataclass(frozen=True)

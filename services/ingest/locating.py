@@ -17,7 +17,7 @@ def _last_key(sender_ref: str) -> str:
 
 
 class Locator:
-    """Resolves a location, in order: shared just before, postcode in text, home area."""
+    """Resolves a location: shared just before, postcode or address in the text, home area."""
 
     def __init__(self, redis: Redis, registry: Registry) -> None:
         self.redis = redis
@@ -40,6 +40,10 @@ class Locator:
         if found is not None:
             _code, lat, lon = found
             return Location(lat=lat, lon=lon, source="postcode")
+        address = await gazetteer.lookup_address(self.redis, text)
+        if address is not None:
+            _key, lat, lon = address
+            return Location(lat=lat, lon=lon, source="address")
         return await self._home_area(channel, identity)
 
     async def _home_area(self, channel: MemberChannel, identity: str) -> Location | None:

@@ -9,13 +9,14 @@ from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
 from prometheus_client import Counter
 from pydantic import ValidationError
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.notifier.channels.outbox import OutboxChannel
-from services.notifier.fanout import plan_recipients
+from services.notifier.fanout import Recipient, plan_recipients
 from services.notifier.texts import render
 from shared import subjects
-from shared.addresses import recipient_key
+from shared.addresses import opt_out_key, recipient_key
 from shared.broker import ServiceRuntime
 from shared.consuming import Settler
 from shared.errors import PermanentError, TransientError
@@ -89,9 +90,20 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
                         deliveries.labels("none", "no_recipients").inc()
                     return
                 done = await store.recorded(alert.alert_id)
+                opted_out = await _opted_out(runtime.redis, recipients)
                 for recipient in recipients:
                     if recipient.key in done:
                         suppressed.inc()
+                        continue
+                    if recipient.key in opted_out:
+                        # They said STOP: record it as their outcome, send nothing.
+                        skipped = DeliveryAttempted(
+                            alert_id=alert.alert_id, recipient=recipient.key,
+                            group_id=recipient.group_id, member_id=recipient.member_id,
+                            channel="outbox", outcome="opted_out", attempted_at=utcnow(),
+                        )
+                        if await store.record(skipped):
+                            deliveries.labels(outbox.name, "opted_out").inc()
                         continue
                     text = render(alert, recipient.relation)
                     if await outbox.deliver(alert, recipient, text):
@@ -109,6 +121,13 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
             )
 
         await settler.run(msg, work)
+
+
+async def _opted_out(redis: Redis, recipients: list[Recipient]) -> set[str]:
+    if not recipients:
+        return set()
+    flags = await redis.mget([opt_out_key(r.channel, r.address) for r in recipients])
+    return {r.key for r, flag in zip(recipients, flags, strict=True) if flag}
 
 
 def register_replies(runtime: ServiceRuntime, settings: NotifierSettings) -> None:

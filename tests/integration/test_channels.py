@@ -119,6 +119,30 @@ def test_twilio_sms_signed_retried_once_forged_refused(
             in metrics)
 
 
+def test_sms_join_and_opt_out(channels: tuple[System, httpx.Client]) -> None:
+    system, client = channels
+    joined = twilio_post(client, system, sms_form("SM" + "f" * 32, "AANMELDEN 6171 AB"))
+    assert "aanmelding" in joined.text
+    requests = client.get("/v1/join-requests", headers=system.admin_headers()).json()
+    assert [(r["channel"], r["address"], r["place"]) for r in requests] == [
+        ("sms", REPORTER_PHONE, "6171 AB")]
+    stop = twilio_post(client, system, sms_form("SM" + "9" * 32, "AFMELDEN"))
+    assert "afgemeld" in stop.text
+    twilio_stop = twilio_post(client, system, sms_form("SM" + "8" * 32, "STOP"))
+    assert "<Message>" not in twilio_stop.text  # Twilio answers its own STOP
+    # The member who says STOP gets nothing more; their outcome says why.
+    member_stop = sms_form("SM" + "7" * 32, "STOP")
+    member_stop["From"] = MEMBER_PHONE
+    assert twilio_post(client, system, member_stop).status_code == 200
+    alert_id = client.post("/v1/reports", json={
+        "text": "Na afmelden", "location": STEIN, "called_112": True}).json()["alert_id"]
+    outcomes = wait_for(
+        lambda: client.get(f"/v1/alerts/{alert_id}/outcomes", headers=system.admin_headers()
+                           ).json(), lambda os_: len(os_) == 1)
+    assert [o["outcome"] for o in outcomes] == ["opted_out"]
+    assert entries_for(client, system, "Na afmelden") == []
+
+
 def test_sms_without_112_asks_and_the_answer_travels_with_the_report(
     channels: tuple[System, httpx.Client],
 ) -> None:

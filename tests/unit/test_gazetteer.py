@@ -42,3 +42,21 @@ def test_bad_gazetteer_rows_are_named(tmp_path: Path, content: str) -> None:
     path.write_text(content)
     with pytest.raises(ValueError, match=r"bad\.csv:2"):
         list(gazetteer.read_csv(path))
+
+
+async def test_addresses_in_text_resolve_with_the_place_named(tmp_path: Path) -> None:
+    path = tmp_path / "adressen.csv"
+    path.write_text("street,number,city,lat,lon\n"
+                    "Kerkstraat,12,Stein,50.97,5.77\n"
+                    "Kerkstraat,12,Eersel,51.36,5.32\n"
+                    "Burg. de Withstraat,3a,Stein,50.96,5.76\n")
+    redis = fakeredis.FakeAsyncRedis()
+    assert await gazetteer.load(redis, gazetteer.read_csv(path)) == 3
+    assert await gazetteer.lookup_address(redis, "Inbraak bij Kerkstraat 12 in Eersel") == (
+        "kerkstraat 12", 51.36, 5.32)
+    assert await gazetteer.lookup_address(redis, "inbraak kerkstraat 12") == (
+        "kerkstraat 12", 50.97, 5.77)
+    assert await gazetteer.lookup_address(redis, "man loopt bij Burg. de Withstraat 3a rond") == (
+        "burg. de withstraat 3a", 50.96, 5.76)
+    assert await gazetteer.lookup_address(redis, "Dorpsstraat 1") is None
+    assert await gazetteer.lookup_address(redis, "geen adres") is None
