@@ -315,3 +315,21 @@ def test_dispatch_json_and_cap_thread_update_and_cancel(
                       content=cap("NL-2026-0005", "Alert", "x", status="Echt"))
     assert bad.status_code == 422
     assert "<status>" in bad.json()["detail"]
+
+
+def test_one_sms_sender_flooding_gets_429(system: System) -> None:
+    system.extra_env.update({
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "BUURTALERT_SENDER_REPORTS_PER_HOUR": "2",
+        "BUURTALERT_SENDER_BURST": "2",
+    })
+    system.ports = {}
+    system.env()
+    system.extra_env["BUURTALERT_PUBLIC_URL"] = f"http://127.0.0.1:{system.ports['ingest']}"
+    system.start("ingest")
+    with system.client() as client:
+        codes = [twilio_post(client, system, sms_form(f"SM{i:032d}", f"melding {i} 112 is gebeld"))
+                 .status_code for i in range(4)]
+        assert codes == [200, 200, 429, 429]
+        other = sms_form("SM" + "z" * 32, "andere melder, 112 is gebeld")
+        other["From"] = "+31611112222"
+        assert twilio_post(client, system, other).status_code == 200  # per sender, not global
