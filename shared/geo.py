@@ -7,6 +7,7 @@ Coordinates are WGS84 longitude/latitude (EPSG:4326) throughout, as GeoJSON pres
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -445,6 +446,10 @@ def _shared_border_pairs(
 # --- point lookup ----------------------------------------------------------------------------
 
 
+#: Metres per degree of latitude (and of longitude at the equator), WGS84 mean.
+_M_PER_DEG_LAT = 111_320.0
+
+
 class AreaIndex:
     """Areas in an STRtree, to find which of them cover a point."""
 
@@ -481,6 +486,25 @@ class AreaIndex:
         if len(hits) > 1:
             hits.sort()  # tree order is arbitrary; build order keeps results deterministic
         return [self._ids[i] for i in hits]
+
+    def near(self, lon: float, lat: float, metres: float) -> list[str]:
+        """Ids of the areas within `metres` of the point (those covering it included)."""
+        if metres <= 0 or not self._ids:
+            return self.lookup(lon, lat)
+        cos_lat = max(0.01, math.cos(math.radians(lat)))
+        # A degree of longitude is the shorter one away from the equator: searching with it
+        # over-selects, and the exact metric check below trims the candidates.
+        search_deg = metres / (_M_PER_DEG_LAT * cos_lat)
+        point = Point(lon, lat)
+        hits = self._tree.query(point, predicate="dwithin", distance=search_deg)
+        if hits.size == 0:
+            return []
+        lines = shapely.shortest_line(self._geoms[hits], point)
+        coords = shapely.get_coordinates(lines).reshape(-1, 2, 2)
+        dx = (coords[:, 0, 0] - lon) * _M_PER_DEG_LAT * cos_lat
+        dy = (coords[:, 0, 1] - lat) * _M_PER_DEG_LAT
+        close = np.hypot(dx, dy) <= metres
+        return [self._ids[i] for i in sorted(hits[close].tolist())]
 
     def overlapping(self, geometry: BaseGeometry) -> list[str]:
         """Ids of the areas sharing some surface with geometry; a touching border is not enough."""

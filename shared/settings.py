@@ -102,6 +102,10 @@ class RouterSettings(ConsumerSettings):
     """The router: point to areas to groups."""
 
     http_port: int = Field(8081, validation_alias=AliasChoices("BUURTALERT_ROUTER_PORT"))
+    neighbour_distance_m: float = Field(
+        150.0, ge=0, le=5000,
+        description="a report this close to a neighbouring area also reaches its groups",
+    )
     saar_hold_s: float = Field(
         30.0,
         ge=0,

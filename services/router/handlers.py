@@ -82,7 +82,7 @@ def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexSour
                 await remember_targets(runtime.redis, notice.notice_id, event.targets)
             else:
                 alert = await _with_saar_answer(alert)
-                event = route_alert(alert, index)
+                event = route_alert(alert, index, settings.neighbour_distance_m)
             await broker.publish(
                 event.model_dump_json().encode(),
                 subjects.ROUTED,

@@ -49,18 +49,32 @@ class RoutingIndex:
             group_ids.update(self.groups_by_area.get(area_id, ()))
         return area_ids, sorted(group_ids)
 
+    def reach(
+        self, lon: float, lat: float, near_m: float
+    ) -> tuple[list[str], list[RouteTarget]]:
+        """Areas containing the point, and groups told "in your area" or "next to it".
 
-def route_alert(alert: AlertReceived, index: RoutingIndex) -> AlertRouted:
+        A report within `near_m` of a neighbouring area also reaches that area's groups, as
+        adjacent: what happens at the edge of one buurt is seen from the next.
+        """
+        area_ids, inside = self.match(lon, lat)
+        relation: dict[str, Relation] = dict.fromkeys(inside, "in_area")
+        if near_m > 0:
+            for area_id in self.areas.near(lon, lat, near_m):
+                for group_id in self.groups_by_area.get(area_id, ()):
+                    relation.setdefault(group_id, "adjacent")
+            for group_id in self.group_shapes.near(lon, lat, near_m):
+                relation.setdefault(group_id, "adjacent")
+        targets = [RouteTarget(group_id=g, relation=r) for g, r in sorted(relation.items())]
+        return area_ids, targets
+
+
+def route_alert(alert: AlertReceived, index: RoutingIndex, near_m: float = 0.0) -> AlertRouted:
     """Decide the areas and groups of one alert (no location: no targets)."""
     if alert.location is None:
         return AlertRouted(alert=alert, routed_at=utcnow())
-    area_ids, group_ids = index.match(alert.location.lon, alert.location.lat)
-    return AlertRouted(
-        alert=alert,
-        area_ids=area_ids,
-        targets=[RouteTarget(group_id=g, relation="in_area") for g in group_ids],
-        routed_at=utcnow(),
-    )
+    area_ids, targets = index.reach(alert.location.lon, alert.location.lat, near_m)
+    return AlertRouted(alert=alert, area_ids=area_ids, targets=targets, routed_at=utcnow())
 
 
 def expand_codes(codes: list[str], known: Iterable[str]) -> set[str]:
