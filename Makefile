@@ -41,6 +41,7 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_geo.py
+	$(BIN)/python bench/bench_router_memory.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
