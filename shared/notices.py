@@ -182,6 +182,9 @@ class Notice(BaseModel):
     expires: AwareDatetime | None = Field(None, description="When it stops being relevant")
     language: str = Field("nl-NL", description="RFC 3066 language of headline and text")
     raw_format: RawFormat = Field(description="Wire format it arrived in")
+    audience: Literal["residents", "admins"] = Field(
+        "residents", description="admins: one admin of each group reached, not every member"
+    )
 
     @model_validator(mode="before")
     @classmethod

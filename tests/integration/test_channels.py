@@ -333,3 +333,22 @@ def test_one_sms_sender_flooding_gets_429(system: System) -> None:
         other = sms_form("SM" + "z" * 32, "andere melder, 112 is gebeld")
         other["From"] = "+31611112222"
         assert twilio_post(client, system, other).status_code == 200  # per sender, not global
+
+
+def test_notice_to_admins_reaches_one_admin_of_the_group(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    system, client = channels
+    admin = system.admin_headers()
+    admins = {"+31699990001", "+31699990002"}
+    for number in sorted(admins):
+        assert client.post("/v1/groups/stein/members", headers=admin, json={
+            "channel": "sms", "address": number, "role": "admin"}).status_code == 201
+    sent = client.post("/v1/notices", headers={"Authorization": f"Bearer {system.dispatch_key}"},
+                       json={"category": "other", "headline": "Alleen voor beheerders",
+                             "audience": "admins",
+                             "area": {"circle": {"lat": STEIN["lat"], "lon": STEIN["lon"],
+                                                 "radius_m": 100}}})
+    assert sent.status_code == 202, sent.text
+    entry = delivered_once(client, system, "Alleen voor beheerders")
+    assert entry["address"] in admins

@@ -188,3 +188,27 @@ def test_events_are_frozen_and_versioned() -> None:
         event.text = "x"  # type: ignore[misc]
     with pytest.raises(ValidationError):
         alert(received_at=datetime(2026, 1, 1))  # naive datetime refused
+
+
+def test_notice_to_admins_reaches_one_admin_per_group_and_stays_with_them() -> None:
+    from shared.notices import Circle, Notice, NoticeArea
+
+    notice = Notice.model_validate({
+        "notice_id": "n", "sender": "gemeente", "sent": NOW, "category": "other",
+        "headline": "Beheerdersoverleg", "raw_format": "json", "audience": "admins",
+        "areas": [NoticeArea(circle=Circle(lat=51, lon=5, radius_m=100))]})
+    routed = AlertRouted(alert=alert(kind="notice", notice=notice, location=None),
+                         routed_at=NOW,
+                         targets=[RouteTarget(group_id="a"), RouteTarget(group_id="b")])
+    members = {
+        "a": [member("a1", "+31611111111", group="a"),
+              Member.model_validate({"member_id": "a2", "group_id": "a", "channel": "sms",
+                                     "address": "+31622222222", "role": "admin"}),
+              Member.model_validate({"member_id": "a3", "group_id": "a", "channel": "sms",
+                                     "address": "+31633333333", "role": "admin"})],
+        "b": [member("b1", "+31644444444", group="b")],  # no admin: nobody in b
+    }
+    plan = plan_recipients(routed, members)
+    assert len(plan) == 1
+    assert plan[0].member_id in {"a2", "a3"}
+    assert plan_recipients(routed, members) == plan  # same notice, same admin

@@ -67,6 +67,7 @@ _INFO_ENUMS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 PARAM_CATEGORY = "buurtalert:category"
 PARAM_RINGS = "buurtalert:adjacent_rings"
+PARAM_AUDIENCE = "buurtalert:audience"
 
 #: geocode valueNames meaning CBS codes; the value is the code prefix a bare number gets
 #: (None: the value must carry its own GM/WK/BU prefix).
@@ -384,6 +385,12 @@ def _info_fields(infos: Sequence[ET.Element], msg_type: str) -> dict[str, Any]:
             )
         rings = int(value)
 
+    audience = params.get(PARAM_AUDIENCE, "residents")
+    if audience not in ("residents", "admins"):
+        raise CapError(
+            f"cap: <parameter> {PARAM_AUDIENCE} must be residents or admins; got {_short(audience)}"
+        )
+
     # Other languages repeat the same areas; several infos in the chosen language may each
     # name their own, so their areas together are the notice's area.
     areas: list[NoticeArea] = []
@@ -412,6 +419,7 @@ def _info_fields(infos: Sequence[ET.Element], msg_type: str) -> dict[str, Any]:
         "areas": areas,
         "expires": _datetime(expires_text, "expires") if expires_text else None,
         "language": language,
+        "audience": audience,
     }
 
 

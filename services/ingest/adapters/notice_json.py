@@ -140,6 +140,9 @@ class NoticeIn(_Strict):
     # Ack and Error are CAP's machine-to-machine replies; a dispatcher posting JSON means one of
     # these three.
     msg_type: Literal["Alert", "Update", "Cancel"] = "Alert"
+    audience: Literal["residents", "admins"] = Field(
+        "residents", description="admins: one admin per group (the admins' channel)"
+    )
     references: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=100, description="Ids of the notices this one changes"
     )
@@ -198,6 +201,7 @@ def to_notice(body: NoticeIn, *, notice_id: str, sender: str, now: datetime) -> 
             expires=body.expires,
             language="nl-NL",
             raw_format="json",
+            audience=body.audience,
         )
     except ValidationError as exc:
         err = exc.errors()[0]
