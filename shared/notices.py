@@ -185,6 +185,9 @@ class Notice(BaseModel):
     audience: Literal["residents", "admins"] = Field(
         "residents", description="admins: one admin of each group reached, not every member"
     )
+    expired: bool = Field(
+        False, description="A closing message sent because the referenced notice expired"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -25,6 +25,8 @@ def alerts_stream_config(settings: BaseServiceSettings) -> StreamConfig:
         max_age=settings.stream_max_age_s,
         duplicate_window=settings.duplicate_window_s,
         num_replicas=settings.stream_replicas,
+        # Expiry closing messages are JetStream schedules: durable, no timer of our own.
+        allow_msg_schedules=True,
     )
 
 

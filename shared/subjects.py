@@ -41,6 +41,18 @@ def dead_letter(stage: Literal["router", "notifier"]) -> str:
     return f"{PREFIX}.deadletter.{stage}"
 
 
+def expiry_schedule(notice_id: str) -> str:
+    """Subject holding the JetStream schedule of one notice's closing message.
+
+    The one place an id is in a subject: JetStream keys a schedule by its subject. Nothing
+    subscribes to these subjects and no metric is labelled with them (published with nats-py).
+    """
+    safe = "".join(c for c in notice_id if c.isalnum() or c in "-_")
+    if not safe:
+        raise ValueError("notice id has no subject-safe characters")
+    return f"{PREFIX}.schedule.expiry.{safe}"
+
+
 def routed_msg_id(alert_id: str) -> str:
     """Nats-Msg-Id for the routed event, so a redelivered alert is routed once."""
     return f"routed:{alert_id}"

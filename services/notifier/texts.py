@@ -16,7 +16,9 @@ def render(alert: AlertReceived, relation: Relation, area_names: list[str] | Non
     head = _KIND.get(alert.kind, "Melding")
     notice = alert.notice
     if notice is not None:
-        if notice.msg_type in _MSG_TYPE:
+        if notice.expired:
+            head = f"Afgelopen {head.lower()}"
+        elif notice.msg_type in _MSG_TYPE:
             head = f"{_MSG_TYPE[notice.msg_type]} {head.lower()}"
         if notice.status in _STATUS:
             head = f"[{_STATUS[notice.status]}] {head}"

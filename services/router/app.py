@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 from services.router import handlers
+from services.router.expiry import ExpiryScheduler
 from services.router.index_cache import IndexCache
 from shared.broker import create_http_app, create_runtime
 from shared.registry import Registry
@@ -21,7 +22,10 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
     settings = settings or RouterSettings()
     runtime = create_runtime("router", settings)
     cache = IndexCache(Registry(runtime.redis))
-    handlers.register(runtime, settings, cache)
+    expiry = ExpiryScheduler(settings.nats_url, settings.stream_name)
+    runtime.startup.append(expiry.start)
+    runtime.shutdown.append(expiry.stop)
+    handlers.register(runtime, settings, cache, expiry)
 
     tasks: list[asyncio.Task[None]] = []
 

@@ -10,6 +10,7 @@ from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from services.router.expiry import ExpiryScheduler as Expiry
 from services.router.index_cache import IndexSource
 from services.router.matching import route_alert, route_notice
 from shared import subjects
@@ -25,7 +26,9 @@ from shared.threads import earlier_targets, remember_targets
 log = logging.getLogger(__name__)
 
 
-def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexSource) -> None:
+def register(
+    runtime: ServiceRuntime, settings: RouterSettings, cache: IndexSource, expiry: Expiry
+) -> None:
     """Attach the router's subscriber to the runtime's broker."""
     broker = runtime.broker
     settler = Settler("router", broker, settings, runtime.metrics)
@@ -80,6 +83,7 @@ def register(runtime: ServiceRuntime, settings: RouterSettings, cache: IndexSour
                 earlier = await earlier_targets(runtime.redis, notice.references)
                 event = route_notice(alert, notice, index, earlier)
                 await remember_targets(runtime.redis, notice.notice_id, event.targets)
+                await expiry.on_routed(notice)
             else:
                 alert = await _with_saar_answer(alert)
                 event = route_alert(alert, index, settings.neighbour_distance_m)

@@ -10,6 +10,7 @@ from faststream.nats import JStream, NatsMessage, TestNatsBroker
 from shapely.geometry import box
 
 from services.router import handlers
+from services.router.expiry import ExpiryScheduler
 from services.router.matching import RoutingIndex
 from shared import subjects
 from shared.broker import create_runtime
@@ -56,7 +57,9 @@ async def test_router_publishes_routed_event(
     settings = RouterSettings(_env_file=None)
     runtime = create_runtime("router", settings)
     runtime.redis = fakeredis.FakeAsyncRedis(decode_responses=True)
-    handlers.register(runtime, settings, FixedIndex(make_index()))
+    # Not started: no schedules in the in-memory broker (reports carry no expiry anyway).
+    expiry = ExpiryScheduler(settings.nats_url, settings.stream_name)
+    handlers.register(runtime, settings, FixedIndex(make_index()), expiry)
     published: list[AlertRouted] = []
 
     @runtime.broker.subscriber(subjects.ROUTED, stream=JStream(settings.stream_name, declare=False))

@@ -352,3 +352,38 @@ def test_notice_to_admins_reaches_one_admin_of_the_group(
     assert sent.status_code == 202, sent.text
     entry = delivered_once(client, system, "Alleen voor beheerders")
     assert entry["address"] in admins
+
+
+def test_expiring_notice_sends_a_closing_message_unless_cancelled(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    system, client = channels
+    dispatch = {"Authorization": f"Bearer {system.dispatch_key}"}
+    circle = {"circle": {"lat": STEIN["lat"], "lon": STEIN["lon"], "radius_m": 100}}
+
+    def expires_in(seconds: int) -> str:
+        return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+    assert client.post("/v1/notices", headers=dispatch, json={
+        "category": "fire", "headline": "Brand bij de sporthal, ramen dicht", "area": circle,
+        "expires": expires_in(3)}).status_code == 202
+    delivered_once(client, system, "Brand bij de sporthal")
+    closing = wait_for(lambda: [e for e in entries_for(client, system, "Brand bij de sporthal")
+                                if e["text"].startswith("Afgelopen")],
+                       lambda es: len(es) >= 1, timeout_s=30)
+    assert "verlopen" in closing[0]["text"]
+
+    cancelled = client.post("/v1/notices", headers=dispatch, json={
+        "category": "other", "headline": "Stroomstoring in de wijk", "area": circle,
+        "expires": expires_in(4)})
+    assert cancelled.status_code == 202
+    delivered_once(client, system, "Stroomstoring in de wijk")
+    assert client.post("/v1/notices", headers=dispatch, json={
+        "msg_type": "Cancel", "headline": "Stroomstoring voorbij",
+        "references": [cancelled.json()["alert_id"]]}).status_code == 202
+    delivered_once(client, system, "Stroomstoring voorbij")
+    time.sleep(6)
+    assert not [e for e in entries_for(client, system, "Stroomstoring in de wijk")
+                if e["text"].startswith("Afgelopen")]
