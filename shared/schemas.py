@@ -130,6 +130,9 @@ class AlertAccepted(BaseModel):
     """Answer to an accepted alert."""
 
     alert_id: str
+    covered: bool | None = Field(
+        None, description="False when no buurtalert group covers the place: nobody will hear it"
+    )
 
 
 class GroupIn(BaseModel):

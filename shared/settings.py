@@ -46,6 +46,10 @@ class BaseServiceSettings(BaseSettings):
     )
     redis_max_connections: int = Field(64, ge=1, le=10_000)
     redis_pool_timeout_s: float = Field(5.0, gt=0)
+    neighbour_distance_m: float = Field(
+        150.0, ge=0, le=5000,
+        description="a report this close to a neighbouring area also reaches its groups",
+    )
     outcome_ttl_s: int = Field(
         30 * 24 * 3600, gt=0, description="how long delivery outcomes are kept in Redis"
     )
@@ -102,10 +106,6 @@ class RouterSettings(ConsumerSettings):
     """The router: point to areas to groups."""
 
     http_port: int = Field(8081, validation_alias=AliasChoices("BUURTALERT_ROUTER_PORT"))
-    neighbour_distance_m: float = Field(
-        150.0, ge=0, le=5000,
-        description="a report this close to a neighbouring area also reaches its groups",
-    )
     saar_hold_s: float = Field(
         30.0,
         ge=0,

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from services.ingest.auth import Role, require
 from services.ingest.conversation import JOIN_REQUESTS
+from services.ingest.coverage import Coverage
 from services.ingest.normalise import web_report
 from services.ingest.publishing import AlertPublisher
 from shared.addresses import AddressError, normalise_address
@@ -42,6 +43,7 @@ def install(
     rejected: Counter,
     limiter: RateLimiter,
     source_limit: Limit,
+    coverage: Coverage,
 ) -> None:
     """Add the v1 API and its error handlers to the app."""
     admin = Depends(require("admin", keys))
@@ -95,7 +97,10 @@ def install(
             report, received_at=utcnow(), client=client, idempotency_key=idempotency_key
         )
         await publisher.publish(event)
-        return AlertAccepted(alert_id=event.alert_id)
+        return AlertAccepted(
+            alert_id=event.alert_id,
+            covered=await coverage.covers(report.location.lat, report.location.lon, "web"),
+        )
 
     @router.get("/areas/{area_id}", response_model=AreaOut, tags=["areas"])
     async def get_area(area_id: str) -> AreaOut:

@@ -8,10 +8,12 @@ from prometheus_client import Counter
 from services.ingest import api, notices_api, webhooks
 from services.ingest.auth import key_roles
 from services.ingest.conversation import Conversation
+from services.ingest.coverage import Coverage
 from services.ingest.locating import Locator
 from services.ingest.pages import install_pages
 from services.ingest.publishing import AlertPublisher
 from shared.broker import create_http_app, create_runtime
+from shared.index_cache import IndexCache
 from shared.ratelimit import Limit, RateLimiter
 from shared.registry import Registry
 from shared.settings import IngestSettings
@@ -45,6 +47,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     )
     keys = key_roles(settings.admin_keys, settings.dispatch_keys)
     limiter = RateLimiter(runtime.redis)
+    coverage = Coverage(IndexCache(registry), settings.neighbour_distance_m, runtime.metrics)
     api.install(
         app,
         registry=registry,
@@ -53,6 +56,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         rejected=rejected,
         limiter=limiter,
         source_limit=Limit.per_minute(settings.source_requests_per_minute, settings.source_burst),
+        coverage=coverage,
     )
     notices_api.install(app, publisher=publisher, keys=keys, rejected=rejected)
     install_pages(app, registry)
@@ -64,6 +68,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         Limit.per_hour(settings.sender_reports_per_hour, settings.sender_burst),
         settings.saar_question_ttl_s,
         rejected,
+        coverage,
     )
     webhooks.install(
         app,

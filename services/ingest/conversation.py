@@ -26,6 +26,7 @@ from services.ingest.adapters.texts import (
     join_confirmation,
     report_reply,
 )
+from services.ingest.coverage import OUTSIDE_TEXT, Coverage
 from services.ingest.locating import Locator
 from services.ingest.publishing import AlertPublisher
 from shared.addresses import opt_out_key
@@ -33,6 +34,7 @@ from shared.ratelimit import Limit, RateLimiter
 from shared.saar import awaits_answer, record_answer, remember_question
 from shared.schemas import AlertReceived, Location, MemberChannel, ReplyRequested, utcnow
 
+NO_PLACE_TEXT = "Waar is het? Stuur de postcode of het adres, of deel uw locatie."
 LOCATION_RECEIVED = "Locatie ontvangen. Stuur nu wat u ziet. Bij direct gevaar: bel eerst 112."
 ANSWER_WITHOUT_REPORT = "Bedankt. Bij direct gevaar: bel 112."
 JOIN_REQUESTS = "ba:join-requests"
@@ -62,6 +64,7 @@ class Conversation:
         sender_limit: Limit,
         question_ttl_s: int,
         rejected: Counter,
+        coverage: Coverage,
     ) -> None:
         self.redis = redis
         self.publisher = publisher
@@ -70,6 +73,7 @@ class Conversation:
         self.sender_limit = sender_limit
         self.question_ttl_s = question_ttl_s
         self.rejected = rejected
+        self.coverage = coverage
 
     async def handle(
         self, sender: Sender, command: Command, make_alert: MakeAlert, endpoint: str
@@ -118,7 +122,12 @@ class Conversation:
         await self.publisher.publish(alert)
         if awaits_answer(alert):
             await remember_question(self.redis, alert, self.question_ttl_s)
-        return report_reply(alert.called_112)
+        reply = report_reply(alert.called_112)
+        if location is None:
+            return f"{reply} {NO_PLACE_TEXT}"
+        if not await self.coverage.covers(location.lat, location.lon, sender.channel):
+            return f"{reply} {OUTSIDE_TEXT}"
+        return reply
 
     async def _join(self, sender: Sender, command: Command) -> str:
         place = command.text.strip()

@@ -11,8 +11,8 @@ from redis.exceptions import RedisError
 
 from services.router import handlers
 from services.router.expiry import ExpiryScheduler
-from services.router.index_cache import IndexCache
 from shared.broker import create_http_app, create_runtime
+from shared.index_cache import IndexCache
 from shared.registry import Registry
 from shared.settings import RouterSettings
 

@@ -11,12 +11,12 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.router.expiry import ExpiryScheduler as Expiry
-from services.router.index_cache import IndexSource
 from services.router.matching import route_alert, route_notice
 from shared import subjects
 from shared.broker import ServiceRuntime
 from shared.consuming import Settler
 from shared.errors import Deferred, PermanentError
+from shared.index_cache import IndexSource
 from shared.observability import latency_histogram
 from shared.saar import answer_for, awaits_answer
 from shared.schemas import AlertReceived

@@ -11,11 +11,11 @@ from shapely.geometry import box
 
 from services.router import handlers
 from services.router.expiry import ExpiryScheduler
-from services.router.matching import RoutingIndex
 from shared import subjects
 from shared.broker import create_runtime
 from shared.geo import to_wkb_hex
 from shared.registry import StoredArea, StoredGroup
+from shared.routing_index import RoutingIndex
 from shared.schemas import AlertReceived, AlertRouted, Location
 from shared.settings import RouterSettings
 

@@ -119,6 +119,21 @@ def test_twilio_sms_signed_retried_once_forged_refused(
             in metrics)
 
 
+def test_sms_reporter_is_told_when_nobody_covers_the_place_or_it_is_unknown(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    system, client = channels
+    unknown = twilio_post(client, system, sms_form("SM" + "u" * 32, "Rook gezien, 112 is gebeld"))
+    assert "Waar is het?" in unknown.text
+    # A shared location far outside Stein, then the report.
+    headers = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+    client.post("/webhooks/telegram", headers=headers, json=telegram_update(
+        9101, {"location": {"latitude": 53.2, "longitude": 6.56}}))
+    far = client.post("/webhooks/telegram", headers=headers, json=telegram_update(
+        9102, {"text": "Inbraak in Groningen, 112 is gebeld"}))
+    assert "buiten de buurten" in far.json()["text"]
+
+
 def test_sms_join_and_opt_out(channels: tuple[System, httpx.Client]) -> None:
     system, client = channels
     joined = twilio_post(client, system, sms_form("SM" + "f" * 32, "AANMELDEN 6171 AB"))

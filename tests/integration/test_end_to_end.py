@@ -205,10 +205,12 @@ def test_report_via_imported_area(system: System, tmp_path: Path) -> None:
 def test_report_outside_every_group_gets_one_recorded_outcome(system: System) -> None:
     system.start_all()
     with system.client() as client:
-        alert_id = client.post(
+        accepted = client.post(
             "/v1/reports",
             json={"text": "Rook gezien", "location": {"lat": 53.0, "lon": 6.5}, "called_112": True},
-        ).json()["alert_id"]
+        ).json()
+        assert accepted["covered"] is False  # the reporter is told nobody will hear it
+        alert_id = accepted["alert_id"]
         outcomes = wait_for(
             lambda: client.get(
                 f"/v1/alerts/{alert_id}/outcomes", headers=system.admin_headers()
@@ -216,3 +218,5 @@ def test_report_outside_every_group_gets_one_recorded_outcome(system: System) ->
             lambda os_: len(os_) > 0,
         )
         assert [o["outcome"] for o in outcomes] == ["no_recipients"]
+        metrics = client.get("/metrics").text
+        assert 'ingest_reports_uncovered_total{channel="web"} 1.0' in metrics

@@ -261,6 +261,8 @@ def test_resident_reports_from_the_page_on_a_phone(
             advice = page.inner_text("#advies-112")
             assert advice.startswith("Bel 112 als er direct gevaar is.")
             assert page.locator("#meldformulier").is_hidden()
+            assert answer.value.json()["covered"] is True
+            assert page.locator("#buiten-gebied").is_hidden()  # a group covers this place
             page.screenshot(path=str(ARTIFACTS / "web-page-confirmation.png"), full_page=True)
 
             assert len(watch.report_posts) == 1

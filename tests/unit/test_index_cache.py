@@ -5,8 +5,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from services.router.index_cache import IndexCache
 from shared.geo import geometry_from_geojson, to_wkb_hex
+from shared.index_cache import IndexCache
 from shared.registry import Registry
 from shared.schemas import GroupIn
 

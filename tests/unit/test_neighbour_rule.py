@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from shapely.geometry import box
 
-from services.router.matching import RoutingIndex
 from shared.geo import to_wkb_hex
 from shared.registry import StoredArea, StoredGroup
+from shared.routing_index import RoutingIndex
 
 pytestmark = pytest.mark.unit
 

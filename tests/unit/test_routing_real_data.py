@@ -16,10 +16,11 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.router.matching import RoutingIndex, notice_reach, rings
+from services.router.matching import notice_reach, rings
 from shared.geo import compute_adjacency, parse_feature_collection, to_wkb_hex
 from shared.notices import Circle, Notice, NoticeArea
 from shared.registry import StoredArea, StoredGroup
+from shared.routing_index import RoutingIndex
 
 pytestmark = pytest.mark.unit
 

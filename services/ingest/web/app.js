@@ -468,7 +468,7 @@
     }).then(function (r) {
       var status = r.resp.status;
       if (status === 202 || status === 200) {
-        showConfirmation(called, (r.data && r.data.alert_id) || '');
+        showConfirmation(called, (r.data && r.data.alert_id) || '', !(r.data && r.data.covered === false));
       } else if (status === 422) {
         showSendError('De melding is niet geaccepteerd:', problemsFrom422(r.data));
       } else if (status === 429) {
@@ -493,7 +493,8 @@
     });
   });
 
-  function showConfirmation(called, alertId) {
+  function showConfirmation(called, alertId, covered) {
+    show(el('buiten-gebied'), !covered);
     setText(el('advies-112'), called
       ? 'U gaf aan dat 112 al is gebeld. Verandert de situatie of is er direct gevaar? Bel dan opnieuw 112.'
       : 'Bel 112 als er direct gevaar is. De buurtgroep ziet dat 112 nog niet is gebeld.');

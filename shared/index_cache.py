@@ -7,8 +7,8 @@ import logging
 import time
 from typing import Protocol
 
-from services.router.matching import RoutingIndex
 from shared.registry import Registry
+from shared.routing_index import RoutingIndex
 
 log = logging.getLogger(__name__)
 
