@@ -21,7 +21,7 @@ LocationSource = Literal["coordinates", "shared_location", "postcode", "address"
 DeliveryChannel = Literal["sms", "telegram", "whatsapp", "email", "outbox"]
 MemberChannel = Literal["sms", "telegram", "whatsapp", "email"]
 Relation = Literal["in_area", "adjacent"]
-Outcome = Literal["delivered", "failed_permanent", "opted_out", "no_recipients"]
+Outcome = Literal["delivered", "failed_permanent", "opted_out", "no_recipients", "held"]
 
 
 def utcnow() -> datetime:
@@ -70,6 +70,7 @@ class AlertReceived(_Event):
     received_at: AwareDatetime = Field(description="When the edge accepted it")
     raw: dict[str, Any] = Field(default_factory=dict, description="Payload as received")
     notice: Notice | None = Field(None, description="The dispatch notice, for kind notice")
+    released: bool = Field(False, description="An admin released it from moderation")
 
 
 class RouteTarget(BaseModel):
@@ -88,6 +89,9 @@ class AlertRouted(_Event):
     area_ids: list[str] = Field(default_factory=list, description="Areas containing the location")
     targets: list[RouteTarget] = Field(default_factory=list, description="Groups to notify")
     routed_at: AwareDatetime
+    held_reason: str | None = Field(
+        None, description="Held by the house rules (moderation) instead of broadcast"
+    )
 
 
 class DeliveryAttempted(_Event):
@@ -132,6 +136,9 @@ class AlertAccepted(BaseModel):
     alert_id: str
     covered: bool | None = Field(
         None, description="False when no buurtalert group covers the place: nobody will hear it"
+    )
+    held: str | None = Field(
+        None, description="Why the house rules hold it for the admins instead of broadcasting"
     )
 
 

@@ -53,6 +53,6 @@ def expiry_schedule(notice_id: str) -> str:
     return f"{PREFIX}.schedule.expiry.{safe}"
 
 
-def routed_msg_id(alert_id: str) -> str:
+def routed_msg_id(alert_id: str, released: bool = False) -> str:
     """Nats-Msg-Id for the routed event, so a redelivered alert is routed once."""
-    return f"routed:{alert_id}"
+    return f"routed:{alert_id}:released" if released else f"routed:{alert_id}"

@@ -19,6 +19,8 @@ from services.ingest.publishing import AlertPublisher
 from shared.addresses import AddressError, normalise_address
 from shared.errors import TransientError
 from shared.geo import geometry_from_geojson, to_wkb_hex
+from shared.held import list_held, take
+from shared.moderation import assess
 from shared.outbox import read_outbox, read_outcomes
 from shared.ratelimit import Limit, RateLimiter
 from shared.registry import Registry
@@ -100,6 +102,7 @@ def install(
         return AlertAccepted(
             alert_id=event.alert_id,
             covered=await coverage.covers(report.location.lat, report.location.lon, "web"),
+            held=assess(event.text).reason,
         )
 
     @router.get("/areas/{area_id}", response_model=AreaOut, tags=["areas"])
@@ -180,6 +183,31 @@ def install(
         rows = await registry.redis.xrevrange(JOIN_REQUESTS, count=limit) or []
         return [{"request_id": str(rid), **{str(k): str(v) for k, v in (fields or {}).items()}}
                 for rid, fields in rows]
+
+    @router.get("/held", dependencies=[admin], tags=["admin"])
+    async def get_held(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Messages the house rules held back, newest first; repeat offenders flagged."""
+        return await list_held(registry.redis, limit)
+
+    @router.post("/held/{alert_id}/release", status_code=202, dependencies=[admin],
+                 tags=["admin"])
+    async def release_held(alert_id: str) -> AlertAccepted:
+        """Broadcast a held message after all (routed once, as if it had passed)."""
+        alert = await take(registry.redis, alert_id)
+        if alert is None:
+            raise HTTPException(404, f"no held message {alert_id!r}")
+        released = alert.model_copy(update={"released": True})
+        await publisher.publish(released, msg_id=f"released:{alert_id}")
+        return AlertAccepted(alert_id=alert_id)
+
+    @router.delete("/held/{alert_id}", status_code=204, dependencies=[admin], tags=["admin"])
+    async def reject_held(alert_id: str) -> Response:
+        """Reject a held message for good."""
+        if await take(registry.redis, alert_id) is None:
+            raise HTTPException(404, f"no held message {alert_id!r}")
+        return Response(status_code=204)
 
     @router.get("/alerts/{alert_id}/outcomes", dependencies=[admin], tags=["admin"])
     async def get_outcomes(alert_id: str) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from services.ingest.coverage import OUTSIDE_TEXT, Coverage
 from services.ingest.locating import Locator
 from services.ingest.publishing import AlertPublisher
 from shared.addresses import opt_out_key
+from shared.moderation import assess
 from shared.ratelimit import Limit, RateLimiter
 from shared.saar import awaits_answer, record_answer, remember_question
 from shared.schemas import AlertReceived, Location, MemberChannel, ReplyRequested, utcnow
@@ -122,6 +123,9 @@ class Conversation:
         await self.publisher.publish(alert)
         if awaits_answer(alert):
             await remember_question(self.redis, alert, self.question_ttl_s)
+        verdict = assess(alert.text)
+        if verdict.held:
+            return verdict.explanation  # held for the admins by the router, not broadcast
         reply = report_reply(alert.called_112)
         if location is None:
             return f"{reply} {NO_PLACE_TEXT}"

@@ -40,14 +40,14 @@ class AlertPublisher:
             metrics, "ingest_publish_seconds", "Publish until PubAck", ("channel",)
         )
 
-    async def publish(self, event: AlertReceived) -> bool:
+    async def publish(self, event: AlertReceived, msg_id: str | None = None) -> bool:
         """Store the event; True when new, False when JetStream saw this id already."""
         with self.seconds.labels(event.channel).time():
             try:
                 ack = await self.broker.publish(
                     event.model_dump_json().encode(),
                     subjects.received(event.channel),
-                    headers={subjects.MSG_ID_HEADER: event.alert_id},
+                    headers={subjects.MSG_ID_HEADER: msg_id or event.alert_id},
                     correlation_id=event.alert_id,
                     stream=self.stream,
                     timeout=self.timeout_s,

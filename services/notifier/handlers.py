@@ -23,7 +23,7 @@ from shared.errors import PermanentError, TransientError
 from shared.observability import latency_histogram
 from shared.outbox import OutcomeStore
 from shared.registry import Registry
-from shared.schemas import AlertRouted, DeliveryAttempted, Member, ReplyRequested, utcnow
+from shared.schemas import AlertRouted, DeliveryAttempted, Member, Outcome, ReplyRequested, utcnow
 from shared.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
@@ -79,15 +79,17 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
                 }
                 recipients = plan_recipients(routed, members)
                 if not recipients:
+                    kind: Outcome = "held" if routed.held_reason else "no_recipients"
                     nobody = DeliveryAttempted(
                         alert_id=alert.alert_id,
                         recipient="-",
                         channel="outbox",
-                        outcome="no_recipients",
+                        outcome=kind,
+                        detail=routed.held_reason or "",
                         attempted_at=utcnow(),
                     )
                     if await store.record(nobody):
-                        deliveries.labels("none", "no_recipients").inc()
+                        deliveries.labels("none", kind).inc()
                     return
                 done = await store.recorded(alert.alert_id)
                 opted_out = await _opted_out(runtime.redis, recipients)

@@ -16,10 +16,12 @@ from shared import subjects
 from shared.broker import ServiceRuntime
 from shared.consuming import Settler
 from shared.errors import Deferred, PermanentError
+from shared.held import hold
 from shared.index_cache import IndexSource
+from shared.moderation import assess
 from shared.observability import latency_histogram
 from shared.saar import answer_for, awaits_answer
-from shared.schemas import AlertReceived
+from shared.schemas import AlertReceived, AlertRouted, utcnow
 from shared.settings import RouterSettings
 from shared.threads import earlier_targets, remember_targets
 
@@ -85,17 +87,28 @@ def register(
                 await remember_targets(runtime.redis, notice.notice_id, event.targets)
                 await expiry.on_routed(notice)
             else:
-                alert = await _with_saar_answer(alert)
-                event = route_alert(alert, index, settings.neighbour_distance_m)
+                verdict = assess(alert.text)
+                if verdict.held and not alert.released:
+                    # House rules: held for the admins, not broadcast; the edge told the sender.
+                    await hold(runtime.redis, alert, verdict.reason or "")
+                    event = AlertRouted(alert=alert, routed_at=utcnow(),
+                                        held_reason=verdict.reason)
+                else:
+                    alert = await _with_saar_answer(alert)
+                    event = route_alert(alert, index, settings.neighbour_distance_m)
             await broker.publish(
                 event.model_dump_json().encode(),
                 subjects.ROUTED,
-                headers={subjects.MSG_ID_HEADER: subjects.routed_msg_id(alert.alert_id)},
+                headers={
+                    subjects.MSG_ID_HEADER: subjects.routed_msg_id(alert.alert_id, alert.released)
+                },
                 correlation_id=alert.alert_id,
                 stream=settings.stream_name,
                 timeout=5.0,
             )
             outcome = "matched" if event.targets else "unmatched"
+            if event.held_reason:
+                outcome = "held"
             if alert.notice is None and alert.location is None:
                 outcome = "no_location"
             routed.labels(alert.kind, outcome).inc()

@@ -402,3 +402,32 @@ def test_expiring_notice_sends_a_closing_message_unless_cancelled(
     time.sleep(6)
     assert not [e for e in entries_for(client, system, "Stroomstoring in de wijk")
                 if e["text"].startswith("Afgelopen")]
+
+
+def test_house_rules_hold_chatter_for_admins_who_release_or_reject(
+    channels: tuple[System, httpx.Client],
+) -> None:
+    system, client = channels
+    admin = system.admin_headers()
+    texts = ["Goedemorgen allemaal 6171AB", "👍", "Fiets te koop bij 6171AB"]
+    for i, text in enumerate(texts):
+        reply = twilio_post(client, system, sms_form(f"SM{i:030d}hd", text))
+        assert reply.status_code == 200
+        assert "niet doorgestuurd" in reply.text
+    held = wait_for(lambda: client.get("/v1/held", headers=admin).json(),
+                    lambda hs: len(hs) == 3)
+    assert {h["reason"] for h in held} == {"chatter", "emoji_only", "off_topic"}
+    assert all(h["repeat_offender"] for h in held)  # three held messages from one sender
+    assert [e for e in outbox(client, system) if e.get("kind") != "reply"] == []
+    by_reason = {h["reason"]: h["alert_id"] for h in held}
+    outcome = client.get(f"/v1/alerts/{by_reason['chatter']}/outcomes", headers=admin).json()
+    assert [o["outcome"] for o in outcome] == ["held"]
+
+    released = client.post(f"/v1/held/{by_reason['chatter']}/release", headers=admin)
+    assert released.status_code == 202
+    assert client.post(f"/v1/held/{by_reason['chatter']}/release",
+                       headers=admin).status_code == 404  # released once only
+    entry = delivered_once(client, system, "Goedemorgen allemaal")
+    assert entry["address"] == MEMBER_PHONE
+    assert client.delete(f"/v1/held/{by_reason['off_topic']}", headers=admin).status_code == 204
+    assert {h["reason"] for h in client.get("/v1/held", headers=admin).json()} == {"emoji_only"}

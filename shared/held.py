@@ -1,0 +1,61 @@
+"""Messages held by the house rules, waiting for a group admin to release or reject them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.schemas import AlertReceived
+
+HELD = "ba:held"
+#: Held messages from one sender within this window count towards a repeat-offender flag.
+OFFENCE_WINDOW_S = 30 * 24 * 3600
+REPEAT_OFFENDER_AT = 3
+
+
+def _offences_key(sender_ref: str) -> str:
+    return f"ba:offences:{sender_ref}"
+
+
+async def hold(redis: Redis, alert: AlertReceived, reason: str) -> int:
+    """Keep a held message for the admins; the sender's offence count (idempotent per alert)."""
+    added = await redis.hsetnx(HELD, alert.alert_id, alert.model_dump_json())
+    await redis.hset(f"{HELD}:reasons", alert.alert_id, reason)
+    if not alert.sender_ref:
+        return 0
+    key = _offences_key(alert.sender_ref)
+    if added:
+        count = int(await redis.incr(key))
+        await redis.expire(key, OFFENCE_WINDOW_S)
+        return count
+    return int(await redis.get(key) or 0)
+
+
+async def list_held(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """Held messages with their reason, and whether the sender is a repeat offender."""
+    raw = await redis.hgetall(HELD)
+    reasons = await redis.hgetall(f"{HELD}:reasons")
+    out: list[dict[str, Any]] = []
+    for alert_id, body in list(raw.items())[:limit]:
+        alert = AlertReceived.model_validate_json(body)
+        offences = 0
+        if alert.sender_ref:
+            offences = int(await redis.get(_offences_key(alert.sender_ref)) or 0)
+        out.append({
+            "alert_id": str(alert_id), "channel": alert.channel, "text": alert.text,
+            "reason": str(reasons.get(alert_id, "")), "sender_ref": alert.sender_ref,
+            "offences": offences, "repeat_offender": offences >= REPEAT_OFFENDER_AT,
+            "received_at": alert.received_at.isoformat(),
+        })
+    return sorted(out, key=lambda e: str(e["received_at"]), reverse=True)
+
+
+async def take(redis: Redis, alert_id: str) -> AlertReceived | None:
+    """Remove a held message (release or reject); None when it is not held."""
+    body = await redis.hget(HELD, alert_id)
+    if body is None:
+        return None
+    await redis.hdel(HELD, alert_id)
+    await redis.hdel(f"{HELD}:reasons", alert_id)
+    return AlertReceived.model_validate_json(body)
