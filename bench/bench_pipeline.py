@@ -212,6 +212,8 @@ class Infra:
                 # One client on 127.0.0.1 sends everything: lift the abuse limits.
                 "BUURTALERT_SOURCE_REQUESTS_PER_MINUTE": "100000000",
                 "BUURTALERT_SOURCE_BURST": "1000000",
+                # Every report is at one spot: measure per-report delivery, not incidents.
+                "BUURTALERT_INCIDENT_RADIUS_M": "0",
             }
         )
         return {k: v for k, v in env.items() if not k.startswith(PROVIDER_ENV_PREFIXES)}

@@ -21,7 +21,9 @@ LocationSource = Literal["coordinates", "shared_location", "postcode", "address"
 DeliveryChannel = Literal["sms", "telegram", "whatsapp", "email", "outbox"]
 MemberChannel = Literal["sms", "telegram", "whatsapp", "email"]
 Relation = Literal["in_area", "adjacent"]
-Outcome = Literal["delivered", "failed_permanent", "opted_out", "no_recipients", "held"]
+Outcome = Literal[
+    "delivered", "failed_permanent", "opted_out", "no_recipients", "held", "merged"
+]
 
 
 def utcnow() -> datetime:
@@ -91,6 +93,11 @@ class AlertRouted(_Event):
     routed_at: AwareDatetime
     held_reason: str | None = Field(
         None, description="Held by the house rules (moderation) instead of broadcast"
+    )
+    incident_id: str | None = Field(None, description="Incident this report belongs to")
+    incident_count: int = Field(1, ge=1, description="Reports in the incident so far")
+    merged: bool = Field(
+        False, description="Folded into its incident without a message of its own"
     )
 
 

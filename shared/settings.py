@@ -47,7 +47,9 @@ class BaseServiceSettings(BaseSettings):
     redis_max_connections: int = Field(64, ge=1, le=10_000)
     redis_pool_timeout_s: float = Field(5.0, gt=0)
     neighbour_distance_m: float = Field(
-        150.0, ge=0, le=5000,
+        150.0,
+        ge=0,
+        le=5000,
         description="a report this close to a neighbouring area also reaches its groups",
     )
     outcome_ttl_s: int = Field(
@@ -106,6 +108,11 @@ class RouterSettings(ConsumerSettings):
     """The router: point to areas to groups."""
 
     http_port: int = Field(8081, validation_alias=AliasChoices("BUURTALERT_ROUTER_PORT"))
+    incident_radius_m: float = Field(300.0, ge=0, description="reports this close are one incident")
+    incident_window_s: float = Field(1800.0, gt=0, description="...within this much time")
+    incident_update_every_s: float = Field(
+        300.0, ge=0, description="at most one update message per incident in this interval"
+    )
     saar_hold_s: float = Field(
         30.0,
         ge=0,

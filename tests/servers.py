@@ -129,6 +129,9 @@ class System:
             "BUURTALERT_SOURCE_BURST": "100000",
             "BUURTALERT_SENDER_REPORTS_PER_HOUR": "1000000",
             "BUURTALERT_SENDER_BURST": "100000",
+            # Most tests post many reports at one spot and follow each one; incident
+            # correlation (which folds them together) has its own test.
+            "BUURTALERT_INCIDENT_RADIUS_M": "0",
         }
         env.update(self.extra_env)
         return embedded.child_env(env)

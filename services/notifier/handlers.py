@@ -79,7 +79,11 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
                 }
                 recipients = plan_recipients(routed, members)
                 if not recipients:
-                    kind: Outcome = "held" if routed.held_reason else "no_recipients"
+                    kind: Outcome = "no_recipients"
+                    if routed.held_reason:
+                        kind = "held"
+                    elif routed.merged:
+                        kind = "merged"
                     nobody = DeliveryAttempted(
                         alert_id=alert.alert_id,
                         recipient="-",
@@ -100,14 +104,18 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
                     if recipient.key in opted_out:
                         # They said STOP: record it as their outcome, send nothing.
                         skipped = DeliveryAttempted(
-                            alert_id=alert.alert_id, recipient=recipient.key,
-                            group_id=recipient.group_id, member_id=recipient.member_id,
-                            channel="outbox", outcome="opted_out", attempted_at=utcnow(),
+                            alert_id=alert.alert_id,
+                            recipient=recipient.key,
+                            group_id=recipient.group_id,
+                            member_id=recipient.member_id,
+                            channel="outbox",
+                            outcome="opted_out",
+                            attempted_at=utcnow(),
                         )
                         if await store.record(skipped):
                             deliveries.labels(outbox.name, "opted_out").inc()
                         continue
-                    text = render(alert, recipient.relation)
+                    text = render(alert, recipient.relation, incident_count=routed.incident_count)
                     if await outbox.deliver(alert, recipient, text):
                         deliveries.labels(outbox.name, "delivered").inc()
                         accept_to_delivery.labels(outbox.name).observe(

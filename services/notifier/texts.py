@@ -11,9 +11,16 @@ _MSG_TYPE = {"Update": "Update", "Cancel": "Ingetrokken"}
 _STATUS = {"Exercise": "OEFENING", "Test": "TEST"}
 
 
-def render(alert: AlertReceived, relation: Relation, area_names: list[str] | None = None) -> str:
+def render(
+    alert: AlertReceived,
+    relation: Relation,
+    area_names: list[str] | None = None,
+    incident_count: int = 1,
+) -> str:
     """The text one recipient receives for one alert."""
     head = _KIND.get(alert.kind, "Melding")
+    if incident_count > 1:
+        head = f"Update ({incident_count} meldingen)"
     notice = alert.notice
     if notice is not None:
         if notice.expired:

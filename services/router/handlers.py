@@ -17,6 +17,7 @@ from shared.broker import ServiceRuntime
 from shared.consuming import Settler
 from shared.errors import Deferred, PermanentError
 from shared.held import hold
+from shared.incidents import IncidentBook
 from shared.index_cache import IndexSource
 from shared.moderation import assess
 from shared.observability import latency_histogram
@@ -46,6 +47,24 @@ def register(
         registry=runtime.metrics,
     )
     seconds = latency_histogram(runtime.metrics, "router_route_seconds", "Time to route one alert")
+
+    incidents = IncidentBook(
+        runtime.redis,
+        settings.incident_radius_m,
+        settings.incident_window_s,
+        settings.incident_update_every_s,
+    )
+
+    async def _correlated(event: AlertRouted) -> AlertRouted:
+        location = event.alert.location
+        if location is None or not event.targets or settings.incident_radius_m <= 0:
+            return event
+        corr = await incidents.correlate(event.alert.alert_id, location.lon, location.lat)
+        update = {"incident_id": corr.incident_id, "incident_count": corr.count}
+        if not corr.send:
+            # A further report of an incident already told: counted, no message of its own.
+            update |= {"merged": True, "targets": []}
+        return event.model_copy(update=update)
 
     async def _with_saar_answer(alert: AlertReceived) -> AlertReceived:
         if not awaits_answer(alert):
@@ -91,11 +110,12 @@ def register(
                 if verdict.held and not alert.released:
                     # House rules: held for the admins, not broadcast; the edge told the sender.
                     await hold(runtime.redis, alert, verdict.reason or "")
-                    event = AlertRouted(alert=alert, routed_at=utcnow(),
-                                        held_reason=verdict.reason)
+                    event = AlertRouted(alert=alert, routed_at=utcnow(), held_reason=verdict.reason)
                 else:
                     alert = await _with_saar_answer(alert)
-                    event = route_alert(alert, index, settings.neighbour_distance_m)
+                    event = await _correlated(
+                        route_alert(alert, index, settings.neighbour_distance_m)
+                    )
             await broker.publish(
                 event.model_dump_json().encode(),
                 subjects.ROUTED,
@@ -109,6 +129,8 @@ def register(
             outcome = "matched" if event.targets else "unmatched"
             if event.held_reason:
                 outcome = "held"
+            elif event.merged:
+                outcome = "merged"
             if alert.notice is None and alert.location is None:
                 outcome = "no_location"
             routed.labels(alert.kind, outcome).inc()

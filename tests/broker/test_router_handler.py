@@ -54,7 +54,7 @@ def received(lat: float, lon: float) -> AlertReceived:
 async def test_router_publishes_routed_event(
     lat: float, lon: float, areas: list[str], groups: list[str]
 ) -> None:
-    settings = RouterSettings(_env_file=None)
+    settings = RouterSettings(_env_file=None, incident_radius_m=0)  # incidents: own test
     runtime = create_runtime("router", settings)
     runtime.redis = fakeredis.FakeAsyncRedis(decode_responses=True)
     # Not started: no schedules in the in-memory broker (reports carry no expiry anyway).
