@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, TypeVar
 
-from faststream.nats import NatsBroker, NatsMessage
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from prometheus_client import CollectorRegistry, Counter
 
 from shared import subjects
@@ -16,6 +17,39 @@ from shared.settings import ConsumerSettings
 log = logging.getLogger(__name__)
 
 Stage = Literal["router", "notifier"]
+Handler = TypeVar("Handler", bound=Callable[[NatsMessage], Awaitable[None]])
+
+
+def durable_subscriber(
+    broker: NatsBroker,
+    settings: ConsumerSettings,
+    subject: str,
+    durable: str,
+    *,
+    title: str,
+    description: str,
+) -> Callable[[Handler], Handler]:
+    """A durable JetStream pull subscriber settled by hand (see Settler).
+
+    One definition for every consumer: acks only after the work is stored, redelivery after
+    `ack_wait_s`, and no server-side delivery cap (Settler dead-letters after `max_deliver`).
+    """
+    subscriber = broker.subscriber(
+        subject,
+        stream=JStream(settings.stream_name, declare=False),
+        durable=durable,
+        pull_sub=PullSub(batch_size=settings.batch_size, timeout=1.0),
+        config=ConsumerConfig(ack_wait=settings.ack_wait_s, max_deliver=-1),
+        ack_policy=AckPolicy.MANUAL,
+        title=title,
+        description=description,
+    )
+
+    def attach(handler: Handler) -> Handler:
+        subscriber(handler)
+        return handler
+
+    return attach
 
 
 def backoff_s(num_delivered: int, retry_after_s: float | None = None) -> float:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from faststream import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
+from faststream.nats import NatsMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -18,7 +17,7 @@ from services.notifier.texts import render
 from shared import subjects
 from shared.addresses import opt_out_key, recipient_key
 from shared.broker import ServiceRuntime
-from shared.consuming import Settler
+from shared.consuming import Settler, durable_subscriber
 from shared.errors import PermanentError, TransientError
 from shared.observability import latency_histogram
 from shared.outbox import OutcomeStore
@@ -54,15 +53,13 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
         ("channel",),
     )
 
-    @broker.subscriber(
+    # Acked only after every recipient has its outcome; redeliveries are harmless because
+    # of the per-(alert, recipient) idempotency key in OutcomeStore.
+    @durable_subscriber(
+        broker,
+        settings,
         subjects.ROUTED,
-        stream=JStream(settings.stream_name, declare=False),
-        durable=subjects.NOTIFIER_DURABLE,
-        pull_sub=PullSub(batch_size=settings.batch_size, timeout=1.0),
-        config=ConsumerConfig(ack_wait=settings.ack_wait_s, max_deliver=-1),
-        # Ack only after every recipient has its outcome; redeliveries are made harmless
-        # by the per-(alert, recipient) idempotency key in OutcomeStore.
-        ack_policy=AckPolicy.MANUAL,
+        subjects.NOTIFIER_DURABLE,
         title="alerts.v1.routed",
         description="Routed alerts; fanned out to members",
     )
@@ -151,13 +148,11 @@ def register_replies(runtime: ServiceRuntime, settings: NotifierSettings) -> Non
         registry=runtime.metrics,
     )
 
-    @runtime.broker.subscriber(
+    @durable_subscriber(
+        runtime.broker,
+        settings,
         subjects.REPLY,
-        stream=JStream(settings.stream_name, declare=False),
-        durable=subjects.REPLIES_DURABLE,
-        pull_sub=PullSub(batch_size=settings.batch_size, timeout=1.0),
-        config=ConsumerConfig(ack_wait=settings.ack_wait_s, max_deliver=-1),
-        ack_policy=AckPolicy.MANUAL,
+        subjects.REPLIES_DURABLE,
         title="alerts.v1.reply",
         description="Direct answers to one resident",
     )

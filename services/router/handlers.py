@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from faststream import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
+from faststream.nats import NatsMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -14,7 +13,7 @@ from services.router.expiry import ExpiryScheduler as Expiry
 from services.router.matching import route_alert, route_notice
 from shared import subjects
 from shared.broker import ServiceRuntime
-from shared.consuming import Settler
+from shared.consuming import Settler, durable_subscriber
 from shared.errors import Deferred, PermanentError
 from shared.held import hold
 from shared.incidents import IncidentBook
@@ -78,14 +77,12 @@ def register(
             raise Deferred("waiting for JA/NEE", delay_s=min(2.0, settings.saar_hold_s - waited))
         return alert
 
-    @broker.subscriber(
+    # Acked after the routed event is stored; nak or dead-letter by error type.
+    @durable_subscriber(
+        broker,
+        settings,
         subjects.RECEIVED_ALL,
-        stream=JStream(settings.stream_name, declare=False),
-        durable=subjects.ROUTER_DURABLE,
-        pull_sub=PullSub(batch_size=settings.batch_size, timeout=1.0),
-        config=ConsumerConfig(ack_wait=settings.ack_wait_s, max_deliver=-1),
-        # Settled by hand: ack after the routed event is stored, nak/term by error type.
-        ack_policy=AckPolicy.MANUAL,
+        subjects.ROUTER_DURABLE,
         title="alerts.v1.received",
         description="Alerts from every channel; routed to areas and groups",
     )
