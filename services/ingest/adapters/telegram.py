@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError
+from pydantic import Field, StrictInt
 
 from services.ingest.adapters.errors import WebhookRejected
 from services.ingest.adapters.keywords import Command, CommandKind, classify_text, keyword_of
+from services.ingest.adapters.provider_json import ProviderModel, RawPayloadModel, parse_payload
 from services.ingest.normalise import alert_id_for, sender_ref
 from shared.schemas import AlertReceived, Location
 
@@ -61,11 +62,7 @@ def verify_secret(header: str | None, expected: str) -> None:
         raise WebhookRejected("bad_signature", f"{SECRET_HEADER} does not match")
 
 
-class _Model(BaseModel):
-    # Telegram adds fields over time; keep them rather than reject the update.
-    model_config = ConfigDict(
-        frozen=True, extra="allow", populate_by_name=True, allow_inf_nan=False
-    )
+_Model = ProviderModel
 
 
 class TelegramUser(_Model):
@@ -109,55 +106,22 @@ class TelegramMessage(_Model):
     location: TelegramLocation | None = None
 
 
-class TelegramUpdate(_Model):
+class TelegramUpdate(RawPayloadModel):
     """A Bot API Update; kinds other than (edited) messages parse and are ignored."""
 
     update_id: StrictInt
     message: TelegramMessage | None = None
     edited_message: TelegramMessage | None = None
 
-    _raw: dict[str, Any] | None = PrivateAttr(default=None)
-
     @property
     def effective_message(self) -> TelegramMessage | None:
         """The message or edited message this update carries, if any."""
         return self.message or self.edited_message
 
-    @property
-    def raw(self) -> dict[str, Any]:
-        """The update as received (or as this model would serialise)."""
-        if self._raw is not None:
-            return self._raw
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
-
-def _describe(exc: ValidationError) -> str:
-    err = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in err["loc"]) or "body"
-    if err["type"] == "missing":
-        return f"missing field {where}"
-    return f"invalid field {where}: {err['msg']}"
-
 
 def parse_update(data: object) -> TelegramUpdate:
     """Validate a Bot API Update (parsed JSON, or the raw body); WebhookRejected otherwise."""
-    if isinstance(data, bytes | bytearray | str):
-        if len(data) > _MAX_BODY:
-            raise WebhookRejected("malformed", "update is too large")
-        try:
-            update = TelegramUpdate.model_validate_json(data, by_alias=True)
-        except ValidationError as exc:
-            raise WebhookRejected("malformed", _describe(exc)) from None
-        update._raw = update.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        return update
-    if not isinstance(data, dict):
-        raise WebhookRejected("malformed", "update must be a JSON object")
-    try:
-        update = TelegramUpdate.model_validate(data, by_alias=True)
-    except ValidationError as exc:
-        raise WebhookRejected("malformed", _describe(exc)) from None
-    update._raw = data
-    return update
+    return parse_payload(TelegramUpdate, data, what="update", max_bytes=_MAX_BODY)
 
 
 def _location(message: TelegramMessage) -> Location | None:

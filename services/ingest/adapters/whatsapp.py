@@ -9,10 +9,11 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import Field
 
 from services.ingest.adapters.errors import WebhookRejected
 from services.ingest.adapters.keywords import Command, CommandKind, classify_text
+from services.ingest.adapters.provider_json import ProviderModel, RawPayloadModel, parse_payload
 from services.ingest.normalise import alert_id_for, sender_ref
 from shared.addresses import AddressError, normalise_phone
 from shared.schemas import AlertReceived, Location
@@ -105,11 +106,7 @@ def verify_signature(app_secret: str, raw_body: bytes, header: str | None) -> No
 # --- payload -----------------------------------------------------------------------------
 
 
-class _Model(BaseModel):
-    # Meta adds fields without notice; keep them rather than reject (and be retried).
-    model_config = ConfigDict(
-        frozen=True, extra="allow", populate_by_name=True, allow_inf_nan=False
-    )
+_Model = ProviderModel
 
 
 class WhatsAppText(_Model):
@@ -207,49 +204,16 @@ class WhatsAppEntry(_Model):
     changes: list[WhatsAppChange] = Field(default_factory=list)
 
 
-class WhatsAppWebhook(_Model):
+class WhatsAppWebhook(RawPayloadModel):
     """A Cloud API webhook notification."""
 
     object: Literal["whatsapp_business_account"]
     entry: list[WhatsAppEntry]
 
-    _raw: dict[str, Any] | None = PrivateAttr(default=None)
-
-    @property
-    def raw(self) -> dict[str, Any]:
-        """The notification as received (or as this model would serialise)."""
-        if self._raw is not None:
-            return self._raw
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
-
-def _describe(exc: ValidationError) -> str:
-    err = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in err["loc"]) or "body"
-    if err["type"] == "missing":
-        return f"missing field {where}"
-    return f"invalid field {where}: {err['msg']}"
-
 
 def parse_webhook(data: object) -> WhatsAppWebhook:
     """Validate a Cloud API notification (parsed JSON, or the raw body)."""
-    if isinstance(data, bytes | bytearray | str):
-        if len(data) > _MAX_BODY:
-            raise WebhookRejected("malformed", "notification is too large")
-        try:
-            webhook = WhatsAppWebhook.model_validate_json(data, by_alias=True)
-        except ValidationError as exc:
-            raise WebhookRejected("malformed", _describe(exc)) from None
-        webhook._raw = webhook.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        return webhook
-    if not isinstance(data, dict):
-        raise WebhookRejected("malformed", "notification must be a JSON object")
-    try:
-        webhook = WhatsAppWebhook.model_validate(data, by_alias=True)
-    except ValidationError as exc:
-        raise WebhookRejected("malformed", _describe(exc)) from None
-    webhook._raw = data
-    return webhook
+    return parse_payload(WhatsAppWebhook, data, what="notification", max_bytes=_MAX_BODY)
 
 
 def _values(webhook: WhatsAppWebhook) -> Iterator[WhatsAppValue]:
