@@ -126,3 +126,62 @@ class NotifierSettings(ConsumerSettings):
 
     http_port: int = Field(8082, validation_alias=AliasChoices("BUURTALERT_NOTIFIER_PORT"))
     outbox_max_len: int = Field(100_000, ge=100, description="entries kept in the local outbox")
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="the edge's public URL; delivery receipts are posted back to it",
+    )
+    provider_timeout_s: float = Field(10.0, gt=0, description="one provider request, at most")
+    send_concurrency: int = Field(32, ge=1, le=1000, description="provider requests in flight")
+    retry_base_s: float = Field(1.0, gt=0, description="first retry delay after a transient failure")
+    retry_max_s: float = Field(300.0, gt=0, description="longest retry delay")
+    max_send_attempts: int = Field(8, ge=1, description="transient failures before giving up")
+    # Provider limits (messages per second or minute); we plan at limit_share of each so clock
+    # jitter between us and the provider never tips a burst over.
+    limit_share: float = Field(0.97, gt=0, le=1)
+    telegram_per_second: float = Field(30, gt=0, description="per bot (Telegram: about 30/s)")
+    telegram_chat_per_second: float = Field(1, gt=0, description="per private chat")
+    telegram_group_per_minute: float = Field(20, gt=0, description="per Telegram group chat")
+    twilio_per_second: float = Field(10, gt=0, description="per Twilio sender (account MPS)")
+    whatsapp_per_second: float = Field(80, gt=0, description="per WhatsApp business number")
+    email_per_second: float = Field(20, gt=0, description="per SMTP relay")
+    resident_alerts_per_hour: float = Field(
+        10, gt=0, description="resident alerts one person receives per hour; police exempt"
+    )
+    police_reserve_share: float = Field(
+        0.25, ge=0, lt=1, description="share of each provider budget only police notices may use"
+    )
+    # Provider credentials keep the providers' own names (unprefixed). Empty: outbox.
+    twilio_api_base: str = Field(
+        "https://api.twilio.com", validation_alias=AliasChoices("TWILIO_API_BASE")
+    )
+    twilio_account_sid: str = Field("", validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: str = Field("", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
+    twilio_from_number: str = Field("", validation_alias=AliasChoices("TWILIO_FROM_NUMBER"))
+    telegram_api_base: str = Field(
+        "https://api.telegram.org", validation_alias=AliasChoices("TELEGRAM_API_BASE")
+    )
+    telegram_bot_token: str = Field("", validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN"))
+    whatsapp_api_base: str = Field(
+        "https://graph.facebook.com", validation_alias=AliasChoices("WHATSAPP_API_BASE")
+    )
+    whatsapp_api_version: str = Field(
+        "v21.0", validation_alias=AliasChoices("WHATSAPP_API_VERSION")
+    )
+    whatsapp_phone_number_id: str = Field(
+        "", validation_alias=AliasChoices("WHATSAPP_PHONE_NUMBER_ID")
+    )
+    whatsapp_token: str = Field("", validation_alias=AliasChoices("WHATSAPP_TOKEN"))
+    whatsapp_template_name: str = Field(
+        "buurtalert_melding",
+        validation_alias=AliasChoices("WHATSAPP_TEMPLATE_NAME"),
+        description="approved template used outside the 24-hour customer-service window",
+    )
+    whatsapp_template_language: str = Field(
+        "nl", validation_alias=AliasChoices("WHATSAPP_TEMPLATE_LANGUAGE")
+    )
+    smtp_host: str = Field("", validation_alias=AliasChoices("SMTP_HOST"))
+    smtp_port: int = Field(587, validation_alias=AliasChoices("SMTP_PORT"))
+    smtp_username: str = Field("", validation_alias=AliasChoices("SMTP_USERNAME"))
+    smtp_password: str = Field("", validation_alias=AliasChoices("SMTP_PASSWORD"))
+    smtp_starttls: bool = Field(False, validation_alias=AliasChoices("SMTP_STARTTLS"))
+    smtp_from: str = Field("buurtalert@localhost", validation_alias=AliasChoices("SMTP_FROM"))

@@ -1,0 +1,73 @@
+"""What every outbound channel speaks: one message in, a provider id out, or a typed failure.
+
+Adapters are thin: building the provider request and classifying its answer are pure functions
+beside each adapter, so the provider's documented formats are unit-tested without a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from shared.errors import PermanentError, TransientError
+from shared.schemas import MemberChannel
+
+#: Why a send failed for good; a bounded set so it can be a metric label.
+PermanentReason = Literal[
+    "invalid_address", "blocked", "opted_out", "outside_window", "rejected", "auth"
+]
+#: Why a send may succeed later; bounded too.
+TransientReason = Literal["rate_limited", "server_error", "timeout", "network"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One message to one recipient on one channel."""
+
+    delivery_id: str  # stable per (alert, recipient, channel): idempotency and receipt matching
+    channel: MemberChannel
+    address: str  # E.164, Telegram chat id or e-mail address; never logged
+    text: str
+    subject: str = ""  # e-mail subject line; other channels ignore it
+    in_session: bool = False  # WhatsApp: inside the 24-hour window, so free text is allowed
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The provider accepted the message."""
+
+    provider_message_id: str
+
+
+class SendTransient(TransientError):
+    """Worth retrying later; retry_after_s is the provider's own hint when it gave one."""
+
+    def __init__(
+        self, reason: TransientReason, detail: str = "", *, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason, retry_after_s=retry_after_s)
+        self.reason = reason
+        self.detail = detail
+
+
+class SendPermanent(PermanentError):
+    """Retrying will not help; recorded as the recipient's outcome."""
+
+    def __init__(self, reason: PermanentReason, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class ChannelSender(Protocol):
+    """An outbound provider adapter."""
+
+    name: MemberChannel
+
+    async def send(self, message: OutboundMessage) -> Sent:
+        """Send once; raise SendTransient or SendPermanent on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
