@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,10 +20,13 @@ def _offences_key(sender_ref: str) -> str:
     return f"ba:offences:{sender_ref}"
 
 
-async def hold(redis: Redis, alert: AlertReceived, reason: str) -> int:
+async def hold(
+    redis: Redis, alert: AlertReceived, reason: str, group_ids: Sequence[str] = ()
+) -> int:
     """Keep a held message for the admins; the sender's offence count (idempotent per alert)."""
     added = await redis.hsetnx(HELD, alert.alert_id, alert.model_dump_json())
     await redis.hset(f"{HELD}:reasons", alert.alert_id, reason)
+    await redis.hset(f"{HELD}:groups", alert.alert_id, json.dumps(sorted(set(group_ids))))
     if not alert.sender_ref:
         return 0
     key = _offences_key(alert.sender_ref)
@@ -32,30 +37,57 @@ async def hold(redis: Redis, alert: AlertReceived, reason: str) -> int:
     return int(await redis.get(key) or 0)
 
 
-async def list_held(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
-    """Held messages with their reason, and whether the sender is a repeat offender."""
+async def list_held(
+    redis: Redis, limit: int = 100, group_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Held messages with their reason, and whether the sender is a repeat offender.
+
+    With a group id, only the messages that would have reached that group (a group admin's view).
+    """
     raw = await redis.hgetall(HELD)
     reasons = await redis.hgetall(f"{HELD}:reasons")
+    groups = await redis.hgetall(f"{HELD}:groups")
     out: list[dict[str, Any]] = []
-    for alert_id, body in list(raw.items())[:limit]:
+    for alert_id, body in raw.items():
+        if len(out) >= limit:
+            break
+        reached = _groups(groups.get(alert_id))
+        if group_id is not None and group_id not in reached:
+            continue
         alert = AlertReceived.model_validate_json(body)
         offences = 0
         if alert.sender_ref:
             offences = int(await redis.get(_offences_key(alert.sender_ref)) or 0)
-        out.append({
-            "alert_id": str(alert_id), "channel": alert.channel, "text": alert.text,
-            "reason": str(reasons.get(alert_id, "")), "sender_ref": alert.sender_ref,
-            "offences": offences, "repeat_offender": offences >= REPEAT_OFFENDER_AT,
-            "received_at": alert.received_at.isoformat(),
-        })
+        out.append(
+            {
+                "alert_id": str(alert_id),
+                "channel": alert.channel,
+                "text": alert.text,
+                "reason": str(reasons.get(alert_id, "")),
+                "sender_ref": alert.sender_ref,
+                "offences": offences,
+                "repeat_offender": offences >= REPEAT_OFFENDER_AT,
+                "group_ids": reached,
+                "received_at": alert.received_at.isoformat(),
+            }
+        )
     return sorted(out, key=lambda e: str(e["received_at"]), reverse=True)
 
 
-async def take(redis: Redis, alert_id: str) -> AlertReceived | None:
-    """Remove a held message (release or reject); None when it is not held."""
-    body = await redis.hget(HELD, alert_id)
-    if body is None:
+async def take(redis: Redis, alert_id: str, group_id: str | None = None) -> AlertReceived | None:
+    """Remove a held message (release or reject); None when it is not held (in that group)."""
+    if group_id is not None and group_id not in _groups(
+        await redis.hget(f"{HELD}:groups", alert_id)
+    ):
         return None
-    await redis.hdel(HELD, alert_id)
+    # HDEL's count decides who took it, so two admins releasing at once release it once.
+    body = await redis.hget(HELD, alert_id)
+    if body is None or not await redis.hdel(HELD, alert_id):
+        return None
     await redis.hdel(f"{HELD}:reasons", alert_id)
+    await redis.hdel(f"{HELD}:groups", alert_id)
     return AlertReceived.model_validate_json(body)
+
+
+def _groups(raw: bytes | str | None) -> list[str]:
+    return list(json.loads(raw)) if raw else []

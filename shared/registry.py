@@ -4,7 +4,8 @@ Key layout (all under the `ba:` prefix so one Redis can be shared):
   ba:areas                 SET   area ids
   ba:area:{id}             HASH  name, wkb (hex, WGS84), adjacent (JSON list)
   ba:groups                SET   group ids
-  ba:group:{id}            HASH  name, area_ids (JSON list), wkb (hex or ""), min_age
+  ba:group:{id}            HASH  name, area_ids (JSON list), wkb (hex or ""), min_age,
+                                 residency_required
   ba:group:{id}:members    HASH  member_id -> Member JSON
   ba:registry:version      INT   bumped on every change, so routers know to rebuild
   ba:memberships:{rkey}    SET   "group_id/member_id" of one person (recipient key) on a channel
@@ -67,6 +68,7 @@ class StoredGroup:
     area_ids: tuple[str, ...]
     wkb_hex: str
     min_age: int
+    residency_required: bool = False
 
 
 class Registry:
@@ -151,6 +153,7 @@ class Registry:
                 "area_ids": json.dumps(group.area_ids),
                 "wkb": wkb_hex,
                 "min_age": str(group.min_age),
+                "residency_required": "1" if group.residency_required else "",
             },
         )
         pipe.incr(VERSION)
@@ -173,9 +176,16 @@ class Registry:
 
     # --- members -----------------------------------------------------------------------------
 
-    async def add_member(self, group_id: str, member: MemberIn) -> Member:
-        """Add a member to a group; the group must exist."""
-        stored = Member(member_id=secrets.token_hex(8), group_id=group_id, **member.model_dump())
+    async def add_member(
+        self, group_id: str, member: MemberIn, checked: Sequence[str] = ()
+    ) -> Member:
+        """Add a member to a group; the group must exist. Birth date and home are not kept."""
+        stored = Member(
+            member_id=secrets.token_hex(8),
+            group_id=group_id,
+            checked=list(checked),
+            **member.model_dump(exclude={"birth_date", "home", "postcode"}),
+        )
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(members_key(group_id), stored.member_id, stored.model_dump_json())
         pipe.sadd(
@@ -235,4 +245,5 @@ def _group_from_hash(group_id: str, data: dict[str, str]) -> StoredGroup:
         area_ids=tuple(json.loads(data.get("area_ids") or "[]")),
         wkb_hex=data.get("wkb", ""),
         min_age=int(data.get("min_age") or 18),
+        residency_required=bool(data.get("residency_required")),
     )

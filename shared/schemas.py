@@ -7,7 +7,7 @@ raw payload it came from, so a later normaliser can be replayed against the orig
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -21,9 +21,7 @@ LocationSource = Literal["coordinates", "shared_location", "postcode", "address"
 DeliveryChannel = Literal["sms", "telegram", "whatsapp", "email", "outbox"]
 MemberChannel = Literal["sms", "telegram", "whatsapp", "email"]
 Relation = Literal["in_area", "adjacent"]
-Outcome = Literal[
-    "delivered", "failed_permanent", "opted_out", "no_recipients", "held", "merged"
-]
+Outcome = Literal["delivered", "failed_permanent", "opted_out", "no_recipients", "held", "merged"]
 
 
 def utcnow() -> datetime:
@@ -96,9 +94,7 @@ class AlertRouted(_Event):
     )
     incident_id: str | None = Field(None, description="Incident this report belongs to")
     incident_count: int = Field(1, ge=1, description="Reports in the incident so far")
-    merged: bool = Field(
-        False, description="Folded into its incident without a message of its own"
-    )
+    merged: bool = Field(False, description="Folded into its incident without a message of its own")
 
 
 class DeliveryAttempted(_Event):
@@ -159,11 +155,12 @@ class GroupIn(BaseModel):
     area_ids: list[str] = Field(default_factory=list)
     geometry: dict[str, Any] | None = Field(None, description="GeoJSON Polygon or MultiPolygon")
     min_age: Literal[18, 21] = 18
+    residency_required: bool = Field(
+        False, description="members must live in the group's area (home or postcode checked)"
+    )
 
 
-class MemberIn(BaseModel):
-    """A member of a group on one channel."""
-
+class _MemberBase(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     channel: MemberChannel
@@ -172,11 +169,37 @@ class MemberIn(BaseModel):
     drills: bool = Field(False, description="Also receive Exercise and Test notices")
 
 
-class Member(MemberIn):
-    """A stored member."""
+class HomeIn(BaseModel):
+    """Where a member lives, only to check the group's residency rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class MemberIn(_MemberBase):
+    """A member of a group on one channel, with what the group's rules need checked."""
+
+    birth_date: date | None = Field(
+        None, description="checked against the group's min_age (required for 21+); not stored"
+    )
+    home: HomeIn | None = Field(
+        None, description="checked against the group's area when it requires residency; not stored"
+    )
+    postcode: str | None = Field(
+        None, max_length=10, description="instead of home: a postcode from the gazetteer"
+    )
+
+
+class Member(_MemberBase):
+    """A stored member (birth date and home are checked, never stored)."""
 
     member_id: str
     group_id: str
+    checked: list[str] = Field(
+        default_factory=list, description="rules verified when added, e.g. min_age:21, residency"
+    )
 
 
 class AreaOut(BaseModel):

@@ -132,7 +132,7 @@ class NotifierSettings(ConsumerSettings):
     )
     provider_timeout_s: float = Field(10.0, gt=0, description="one provider request, at most")
     send_concurrency: int = Field(32, ge=1, le=1000, description="provider requests in flight")
-    retry_base_s: float = Field(1.0, gt=0, description="first retry delay after a transient failure")
+    retry_base_s: float = Field(1.0, gt=0, description="first delay after a transient failure")
     retry_max_s: float = Field(300.0, gt=0, description="longest retry delay")
     max_send_attempts: int = Field(8, ge=1, description="transient failures before giving up")
     # Provider limits (messages per second or minute); we plan at limit_share of each so clock

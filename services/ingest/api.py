@@ -11,15 +11,24 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from services.ingest.auth import Role, require
+from services.ingest.auth import (
+    Principal,
+    Role,
+    issue_group_key,
+    require_admin,
+    require_group_admin,
+    revoke_group_keys,
+)
 from services.ingest.conversation import JOIN_REQUESTS
 from services.ingest.coverage import Coverage
 from services.ingest.normalise import web_report
 from services.ingest.publishing import AlertPublisher
 from shared.addresses import AddressError, normalise_address
 from shared.errors import TransientError
+from shared.gazetteer import find_postcodes, lookup
 from shared.geo import geometry_from_geojson, to_wkb_hex
 from shared.held import list_held, take
+from shared.member_rules import GroupRules, RuleViolation, check_member
 from shared.moderation import assess
 from shared.outbox import read_outbox, read_outcomes
 from shared.ratelimit import Limit, RateLimiter
@@ -48,7 +57,8 @@ def install(
     coverage: Coverage,
 ) -> None:
     """Add the v1 API and its error handlers to the app."""
-    admin = Depends(require("admin", keys))
+    admin = Depends(require_admin(keys, registry.redis))
+    group_admin = Depends(require_group_admin(keys, registry.redis))
     router = APIRouter(prefix="/v1")
 
     @app.exception_handler(RequestValidationError)
@@ -140,32 +150,79 @@ def install(
             "name": group.name,
             "area_ids": group.area_ids,
             "min_age": group.min_age,
+            "residency_required": group.residency_required,
             "created": created,
         }
 
     @router.post(
-        "/groups/{group_id}/members", status_code=201, dependencies=[admin], tags=["admin"]
+        "/groups/{group_id}/admin-keys", status_code=201, dependencies=[admin], tags=["admin"]
     )
-    async def post_member(group_id: str, member: MemberIn) -> dict[str, str]:
-        """Add a member; sms/whatsapp addresses are normalised to E.164."""
+    async def post_group_key(group_id: str) -> dict[str, str]:
+        """A key for this group's own admins: they moderate and manage only this group."""
         if await registry.get_group(group_id) is None:
+            raise HTTPException(404, f"unknown group {group_id!r}")
+        return {"group_id": group_id, "key": await issue_group_key(registry.redis, group_id)}
+
+    @router.delete("/groups/{group_id}/admin-keys", dependencies=[admin], tags=["admin"])
+    async def delete_group_keys(group_id: str) -> dict[str, int]:
+        """Revoke every key of this group's admins."""
+        return {"revoked": await revoke_group_keys(registry.redis, group_id)}
+
+    @router.post("/groups/{group_id}/members", status_code=201, tags=["admin"])
+    async def post_member(
+        group_id: str, member: MemberIn, principal: Principal = group_admin
+    ) -> dict[str, Any]:
+        """Add a member; checks the group's rules; sms/whatsapp addresses become E.164."""
+        _may_manage(principal, group_id)
+        group = await registry.get_group(group_id)
+        if group is None:
             raise HTTPException(404, f"unknown group {group_id!r}")
         try:
             address = normalise_address(member.channel, member.address)
         except AddressError as exc:
             rejected.labels("/v1/groups/members", "invalid").inc()
             raise HTTPException(422, str(exc)) from exc
-        stored = await registry.add_member(group_id, member.model_copy(update={"address": address}))
-        return {"member_id": stored.member_id}
+        try:
+            checked = check_member(
+                GroupRules(group.id, group.min_age, group.residency_required),
+                today=utcnow().date(),
+                birth_date=member.birth_date,
+                lives_in_area=await _lives_in(group.id, member),
+            )
+        except RuleViolation as exc:
+            rejected.labels("/v1/groups/members", "rule").inc()
+            raise HTTPException(422, str(exc)) from exc
+        stored = await registry.add_member(
+            group_id, member.model_copy(update={"address": address}), checked
+        )
+        return {"member_id": stored.member_id, "checked": stored.checked}
+
+    async def _lives_in(group_id: str, member: MemberIn) -> bool | None:
+        """Whether the member's home (or postcode) lies in the group; None when neither given."""
+        if member.home is not None:
+            lat, lon = member.home.lat, member.home.lon
+        elif member.postcode:
+            found = await lookup(registry.redis, find_postcodes(member.postcode))
+            if found is None:
+                raise HTTPException(
+                    422, f"postcode {member.postcode!r} is not in the gazetteer; give home instead"
+                )
+            _code, lat, lon = found
+        else:
+            return None
+        _areas, group_ids = (await coverage.index.get()).match(lon, lat)
+        return group_id in group_ids
 
     @router.delete(
         "/groups/{group_id}/members/{member_id}",
         status_code=204,
-        dependencies=[admin],
         tags=["admin"],
     )
-    async def delete_member(group_id: str, member_id: str) -> Response:
-        """Remove a member from a group."""
+    async def delete_member(
+        group_id: str, member_id: str, principal: Principal = group_admin
+    ) -> Response:
+        """Remove a member from a group (its own admins may, too)."""
+        _may_manage(principal, group_id)
         if not await registry.remove_member(group_id, member_id):
             raise HTTPException(404, "no such member in this group")
         return Response(status_code=204)
@@ -181,31 +238,38 @@ def install(
     ) -> list[dict[str, Any]]:
         """Residents who asked to join (AANMELDEN, /aanmelden), newest first, for admins."""
         rows = await registry.redis.xrevrange(JOIN_REQUESTS, count=limit) or []
-        return [{"request_id": str(rid), **{str(k): str(v) for k, v in (fields or {}).items()}}
-                for rid, fields in rows]
+        return [
+            {"request_id": str(rid), **{str(k): str(v) for k, v in (fields or {}).items()}}
+            for rid, fields in rows
+        ]
 
-    @router.get("/held", dependencies=[admin], tags=["admin"])
+    @router.get("/held", tags=["admin"])
     async def get_held(
+        principal: Principal = group_admin,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        group_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Messages the house rules held back, newest first; repeat offenders flagged."""
-        return await list_held(registry.redis, limit)
+        """Messages the house rules held back, newest first; repeat offenders flagged.
 
-    @router.post("/held/{alert_id}/release", status_code=202, dependencies=[admin],
-                 tags=["admin"])
-    async def release_held(alert_id: str) -> AlertAccepted:
+        A group admin key sees only its own group's; an admin key may filter by group_id.
+        """
+        scope = principal.group_id or group_id
+        return await list_held(registry.redis, limit, scope)
+
+    @router.post("/held/{alert_id}/release", status_code=202, tags=["admin"])
+    async def release_held(alert_id: str, principal: Principal = group_admin) -> AlertAccepted:
         """Broadcast a held message after all (routed once, as if it had passed)."""
-        alert = await take(registry.redis, alert_id)
+        alert = await take(registry.redis, alert_id, principal.group_id)
         if alert is None:
             raise HTTPException(404, f"no held message {alert_id!r}")
         released = alert.model_copy(update={"released": True})
         await publisher.publish(released, msg_id=f"released:{alert_id}")
         return AlertAccepted(alert_id=alert_id)
 
-    @router.delete("/held/{alert_id}", status_code=204, dependencies=[admin], tags=["admin"])
-    async def reject_held(alert_id: str) -> Response:
+    @router.delete("/held/{alert_id}", status_code=204, tags=["admin"])
+    async def reject_held(alert_id: str, principal: Principal = group_admin) -> Response:
         """Reject a held message for good."""
-        if await take(registry.redis, alert_id) is None:
+        if await take(registry.redis, alert_id, principal.group_id) is None:
             raise HTTPException(404, f"no held message {alert_id!r}")
         return Response(status_code=204)
 
@@ -215,6 +279,11 @@ def install(
         return [o.model_dump(mode="json") for o in await read_outcomes(registry.redis, alert_id)]
 
     app.include_router(router)
+
+
+def _may_manage(principal: Principal, group_id: str) -> None:
+    if not principal.may_manage(group_id):
+        raise HTTPException(403, f"this key is for another group, not {group_id!r}")
 
 
 def _endpoint(request: Request) -> str:

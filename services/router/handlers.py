@@ -106,7 +106,14 @@ def register(
                 verdict = assess(alert.text)
                 if verdict.held and not alert.released:
                     # House rules: held for the admins, not broadcast; the edge told the sender.
-                    await hold(runtime.redis, alert, verdict.reason or "")
+                    # Its would-be groups, so each group's admins see only their own held messages.
+                    would_reach = route_alert(alert, index, settings.neighbour_distance_m)
+                    await hold(
+                        runtime.redis,
+                        alert,
+                        verdict.reason or "",
+                        [t.group_id for t in would_reach.targets],
+                    )
                     event = AlertRouted(alert=alert, routed_at=utcnow(), held_reason=verdict.reason)
                 else:
                     alert = await _with_saar_answer(alert)

@@ -22,6 +22,9 @@ ENDPOINTS = [
     ("DELETE", "/v1/groups/g/members/m"),
     ("GET", "/v1/areas/x"),
     ("GET", "/v1/outbox"),
+    ("GET", "/v1/held"),
+    ("POST", "/v1/held/x/release"),
+    ("POST", "/v1/groups/g/admin-keys"),
     ("POST", "/webhooks/twilio/sms"),
     ("POST", "/webhooks/telegram"),
     ("GET", "/webhooks/whatsapp"),
@@ -40,7 +43,8 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 KEYS = ["text", "location", "lat", "lon", "called_112", "category", "headline", "area",
         "circle", "radius_m", "id", "name", "area_ids", "geometry", "type", "coordinates",
         "channel", "address", "role", "update_id", "message", "chat", "entry", "object",
-        "MessageSid", "AccountSid", "From", "To", "Body", "msg_type", "references", "expires"]
+        "MessageSid", "AccountSid", "From", "To", "Body", "msg_type", "references", "expires",
+        "birth_date", "home", "postcode", "min_age", "residency_required"]
 structured = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8)
 
 
