@@ -51,3 +51,8 @@ def recipient_key(channel: MemberChannel, address: str) -> str:
 def opt_out_key(channel: MemberChannel, address: str) -> str:
     """Redis key marking one person on one channel as opted out (STOP, AFMELDEN)."""
     return f"ba:optout:{recipient_key(channel, address)}"
+
+
+def whatsapp_session_key(rkey: str) -> str:
+    """Set for 24 hours after a resident wrote to us on WhatsApp: free text may be sent."""
+    return f"ba:wa-session:{rkey}"

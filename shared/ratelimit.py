@@ -92,3 +92,155 @@ class RateLimiter:
             keys=[f"ba:rl:{key}"], args=[limit.capacity, limit.per_second, cost]
         )
         return Decision(bool(int(allowed)), float(retry), float(tokens))
+
+
+# Several buckets taken all-or-nothing (a Telegram message needs the bot's, the chat's and maybe
+# the group's budget at once), with police pre-emption: while police traffic on a channel is under
+# way (a flag any replica refreshes), resident messages wait, so the budget goes to police first.
+# KEYS: bucket keys..., then the police flag. ARGV: priority, flag ttl ms, then capacity and
+# rate per bucket. Returns {allowed, wait seconds, index of the bucket that said no (0 = flag)}.
+_ACQUIRE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = #KEYS - 1
+local flag = KEYS[#KEYS]
+if ARGV[1] == 'police' then
+  redis.call('SET', flag, '1', 'PX', tonumber(ARGV[2]))
+elseif redis.call('EXISTS', flag) == 1 then
+  return {0, '0.05', '0'}
+end
+local tokens = {}
+local wait = 0
+local denied = -1
+for i = 1, n do
+  local cap = tonumber(ARGV[1 + 2 * i])
+  local rate = tonumber(ARGV[2 + 2 * i])
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local tk = tonumber(state[1]) or cap
+  local ts = tonumber(state[2]) or now
+  if now > ts then tk = math.min(cap, tk + (now - ts) * rate) end
+  tokens[i] = tk
+  if tk < 1 then
+    local w = (1 - tk) / rate
+    if w > wait then wait = w; denied = i end
+  end
+end
+if denied > 0 then
+  return {0, tostring(wait), tostring(denied)}
+end
+for i = 1, n do
+  local cap = tonumber(ARGV[1 + 2 * i])
+  local rate = tonumber(ARGV[2 + 2 * i])
+  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i] - 1), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil(cap / rate * 1000) + 60000)
+end
+return {1, '0', '-1'}
+"""
+
+# A provider said 429 with retry_after: empty the bucket so nobody sends before that time.
+_PENALISE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate = tonumber(ARGV[1])
+local tokens = 1 - tonumber(ARGV[2]) * rate
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local current = tonumber(state[1])
+if current == nil or current > tokens then
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000) + 60000)
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One budget a send draws from: a Redis key (under `ba:rl:`), its limit and a label."""
+
+    key: str
+    limit: Limit
+    scope: str  # bounded metric label: account, chat, group
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Whether a send may go now; if not, how long to wait and which budget said no."""
+
+    allowed: bool
+    wait_s: float
+    denied_by: str  # a Bucket.scope, "police" (pre-empted) or "" when allowed
+
+
+class MultiLimiter:
+    """Takes one token from several buckets at once, police first."""
+
+    def __init__(self, redis: Redis, flag_ttl_ms: int = 1000) -> None:
+        self.redis = redis
+        self.flag_ttl_ms = flag_ttl_ms
+        self._acquire = redis.register_script(_ACQUIRE_SCRIPT)
+        self._penalise = redis.register_script(_PENALISE_SCRIPT)
+
+    async def acquire(self, buckets: list[Bucket], priority: str, flag: str) -> Grant:
+        """Take a token from every bucket, or none; residents wait while police traffic runs."""
+        args: list[str | float] = [priority, self.flag_ttl_ms]
+        for b in buckets:
+            args += [b.limit.capacity, b.limit.per_second]
+        allowed, wait, denied = await self._acquire(
+            keys=[f"ba:rl:{b.key}" for b in buckets] + [f"ba:rl:{flag}"], args=args
+        )
+        index = int(denied)
+        if int(allowed):
+            return Grant(True, 0.0, "")
+        return Grant(False, float(wait), "police" if index == 0 else buckets[index - 1].scope)
+
+    async def penalise(self, bucket: Bucket, seconds: float) -> None:
+        """Nobody takes from this bucket for `seconds` (a provider's retry_after)."""
+        await self._penalise(keys=[f"ba:rl:{bucket.key}"], args=[bucket.limit.per_second, seconds])
+
+
+# At most `max` distinct alerts per person in a sliding window. Idempotent per alert: asking again
+# for an alert already counted says yes, so a redelivered fan-out gives the same answer.
+# KEYS: one sorted set per person; ARGV: alert id, window seconds, max. Returns 1/0 per key.
+_CAP_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('ZSCORE', key, ARGV[1]) then
+    out[i] = 1
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    if redis.call('ZCARD', key) < max then
+      redis.call('ZADD', key, now, ARGV[1])
+      redis.call('EXPIRE', key, math.ceil(window))
+      out[i] = 1
+    else
+      out[i] = 0
+    end
+  end
+end
+return out
+"""
+
+
+class RecipientCap:
+    """Caps the resident alerts one person receives per hour (police notices are exempt)."""
+
+    def __init__(self, redis: Redis, per_hour: float, window_s: float = 3600.0) -> None:
+        self.redis = redis
+        self.max = per_hour * window_s / 3600.0
+        self.window_s = window_s
+        self._script = redis.register_script(_CAP_SCRIPT)
+
+    async def allow(self, alert_id: str, recipients: list[str]) -> set[str]:
+        """The recipients who may still receive this alert (in chunks: one round trip each)."""
+        allowed: set[str] = set()
+        for start in range(0, len(recipients), 500):
+            chunk = recipients[start : start + 500]
+            flags = await self._script(
+                keys=[f"ba:cap:{r}" for r in chunk], args=[alert_id, self.window_s, self.max]
+            )
+            allowed.update(r for r, ok in zip(chunk, flags, strict=True) if int(ok))
+        return allowed

@@ -21,7 +21,19 @@ LocationSource = Literal["coordinates", "shared_location", "postcode", "address"
 DeliveryChannel = Literal["sms", "telegram", "whatsapp", "email", "outbox"]
 MemberChannel = Literal["sms", "telegram", "whatsapp", "email"]
 Relation = Literal["in_area", "adjacent"]
-Outcome = Literal["delivered", "failed_permanent", "opted_out", "no_recipients", "held", "merged"]
+Outcome = Literal[
+    "delivered",
+    "failed_permanent",  # the provider refused for good (invalid number, bot blocked, ...)
+    "failed_transient",  # still failing after every retry; given up, recorded, counted
+    "undelivered",  # accepted, then the provider's receipt said it never arrived
+    "unconfirmed",  # a notifier died mid-send: not resent (no duplicates); a receipt may confirm
+    "capped",  # the person had their hourly share of resident alerts (police notices exempt)
+    "opted_out",
+    "no_recipients",
+    "held",
+    "merged",
+]
+Priority = Literal["police", "resident"]
 
 
 def utcnow() -> datetime:
@@ -108,6 +120,40 @@ class DeliveryAttempted(_Event):
     outcome: Outcome
     detail: str = ""
     attempted_at: AwareDatetime
+    provider_message_id: str = ""
+    receipt: str = Field("", description="latest provider status: sent, delivered, read, failed")
+    attempts: int = Field(1, ge=1, description="provider requests made for this outcome")
+
+
+def delivery_id(alert_id: str, recipient: str) -> str:
+    """Stable id of one (alert, recipient) delivery: idempotency key and receipt reference."""
+    return f"{alert_id}.{recipient}"
+
+
+def split_delivery_id(value: str) -> tuple[str, str]:
+    """(alert_id, recipient) of a delivery id; ValueError when it is not one."""
+    alert_id, sep, recipient = value.partition(".")
+    if not sep or not alert_id or ":" not in recipient:
+        raise ValueError("not a delivery id")
+    return alert_id, recipient
+
+
+class DeliveryRequested(_Event):
+    """A delivery job: one message to one recipient on one provider channel."""
+
+    delivery_id: str = Field(description="alert id and recipient key; the idempotency key")
+    alert_id: str
+    recipient: str = Field(description="Opaque recipient key")
+    group_id: str | None = None
+    member_id: str | None = None
+    channel: MemberChannel
+    address: str = Field(description="E.164, chat id or e-mail address; never logged")
+    text: str
+    subject: str = ""
+    in_session: bool = Field(False, description="WhatsApp: the 24-hour window is open")
+    priority: Priority
+    accepted_at: AwareDatetime = Field(description="When the edge accepted the alert")
+    requested_at: AwareDatetime
 
 
 class ReplyRequested(_Event):

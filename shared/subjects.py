@@ -21,6 +21,15 @@ ROUTED: Final = f"{PREFIX}.routed"
 #: Direct answers to one resident (e.g. WhatsApp, which has no inline webhook reply).
 REPLY: Final = f"{PREFIX}.reply"
 
+#: Delivery jobs, one per (alert, recipient), per provider channel and priority.
+DELIVER_ALL: Final = f"{PREFIX}.deliver.>"
+
+Priority = Literal["police", "resident"]
+#: Police notices pre-empt resident reports: consumers always drain this order.
+PRIORITIES: Final[tuple[Priority, ...]] = ("police", "resident")
+DeliverChannel = Literal["sms", "telegram", "whatsapp", "email"]
+DELIVER_CHANNELS: Final[tuple[DeliverChannel, ...]] = ("sms", "telegram", "whatsapp", "email")
+
 ROUTER_DURABLE: Final = "router"
 NOTIFIER_DURABLE: Final = "notifier"
 REPLIES_DURABLE: Final = "notifier-replies"
@@ -34,6 +43,23 @@ def received(channel: Channel) -> str:
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
     return f"{PREFIX}.received.{channel}"
+
+
+def deliver(channel: DeliverChannel, priority: Priority) -> str:
+    """Subject of the delivery jobs of one provider channel and priority."""
+    if channel not in DELIVER_CHANNELS or priority not in PRIORITIES:
+        raise ValueError(f"unknown delivery queue {channel!r}/{priority!r}")
+    return f"{PREFIX}.deliver.{channel}.{priority}"
+
+
+def deliver_durable(channel: DeliverChannel, priority: Priority) -> str:
+    """Durable consumer name of one delivery queue (shared by every notifier replica)."""
+    return f"deliver-{channel}-{priority}"
+
+
+def delivery_msg_id(delivery_id: str) -> str:
+    """Nats-Msg-Id of a delivery job, so a repeated fan-out publishes each job once."""
+    return f"deliver:{delivery_id}"
 
 
 def dead_letter(stage: Literal["router", "notifier"]) -> str:

@@ -132,6 +132,8 @@ class System:
             # Most tests post many reports at one spot and follow each one; incident
             # correlation (which folds them together) has its own test.
             "BUURTALERT_INCIDENT_RADIUS_M": "0",
+            # Members here receive hundreds of resident alerts; the hourly cap has its own test.
+            "BUURTALERT_RESIDENT_ALERTS_PER_HOUR": "1000000",
         }
         env.update(self.extra_env)
         return embedded.child_env(env)

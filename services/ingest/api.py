@@ -30,7 +30,7 @@ from shared.geo import geometry_from_geojson, to_wkb_hex
 from shared.held import list_held, take
 from shared.member_rules import GroupRules, RuleViolation, check_member
 from shared.moderation import assess
-from shared.outbox import read_outbox, read_outcomes
+from shared.outbox import read_outbox, read_outcomes, read_reach
 from shared.ratelimit import Limit, RateLimiter
 from shared.registry import Registry
 from shared.schemas import (
@@ -272,6 +272,22 @@ def install(
         if await take(registry.redis, alert_id, principal.group_id) is None:
             raise HTTPException(404, f"no held message {alert_id!r}")
         return Response(status_code=204)
+
+    @router.get("/alerts/{alert_id}/reach", dependencies=[admin], tags=["admin"])
+    async def get_reach(alert_id: str) -> dict[str, Any]:
+        """Reached X of Y: planned recipients, a count per outcome, and those still pending."""
+        counts = await read_reach(registry.redis, alert_id)
+        if not counts:
+            raise HTTPException(404, f"no delivery recorded for alert {alert_id!r}")
+        planned = counts.pop("planned", 0)
+        settled = sum(counts.values())
+        return {
+            "alert_id": alert_id,
+            "planned": planned,
+            "reached": counts.get("delivered", 0),
+            "outcomes": counts,
+            "pending": max(0, planned - settled),
+        }
 
     @router.get("/alerts/{alert_id}/outcomes", dependencies=[admin], tags=["admin"])
     async def get_outcomes(alert_id: str) -> list[dict[str, Any]]:

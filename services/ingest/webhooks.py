@@ -14,11 +14,15 @@ from services.ingest.adapters import telegram, twilio, whatsapp
 from services.ingest.adapters.errors import WebhookRejected
 from services.ingest.conversation import Conversation, Sender
 from services.ingest.normalise import sender_ref
-from shared.schemas import AlertReceived, Location, utcnow
+from shared.addresses import recipient_key, whatsapp_session_key
+from shared.outbox import OutcomeStore
+from shared.schemas import AlertReceived, Location, split_delivery_id, utcnow
 from shared.settings import IngestSettings
 
 MAX_BODY = 1_000_000
 _SEEN_TTL_S = 7 * 24 * 3600
+#: WhatsApp's customer-service window, less a margin for clocks and queues.
+WHATSAPP_SESSION_S = 24 * 3600 - 600
 
 
 def _seen_key(channel: str, provider_id: str) -> str:
@@ -59,6 +63,7 @@ def install(
 ) -> None:
     """Add the Twilio, Telegram and WhatsApp webhooks to the app."""
     router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+    outcomes = OutcomeStore(redis, settings.outcome_ttl_s)
 
     @app.exception_handler(WebhookRejected)
     async def webhook_rejected(request: Request, exc: WebhookRejected) -> JSONResponse:
@@ -103,6 +108,24 @@ def install(
             reply = None  # Twilio answers its own STOP/START/HELP; a second reply would fail
         body = twilio.twiml_message(reply) if reply else twilio.twiml_empty()
         return Response(body, media_type=twilio.TWIML_CONTENT_TYPE)
+
+    @router.post("/twilio/status")
+    async def twilio_status(request: Request, d: str = "") -> JSONResponse:
+        """Twilio's status callback for a message we sent; folds the status into its outcome."""
+        if not settings.twilio_auth_token:
+            raise WebhookRejected("not_configured", "TWILIO_AUTH_TOKEN is not set")
+        params = _parse_form(await raw_body(request))
+        # The delivery id rides in the callback URL's query, which Twilio signs with the path.
+        url = settings.public_url.rstrip("/") + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        twilio.verify_signature(
+            settings.twilio_auth_token, url, params, request.headers.get(twilio.SIGNATURE_HEADER)
+        )
+        status = (params.get("MessageStatus") or params.get("SmsStatus") or [""])[0]
+        receipts.labels("sms", _bounded_status(status)).inc()
+        applied = await _apply_receipt(outcomes, d, status)
+        return JSONResponse({"received": True, "applied": applied})
 
     # --- Telegram ----------------------------------------------------------------------------
 
@@ -167,6 +190,12 @@ def install(
             if identity is None:
                 continue
             sender = Sender("whatsapp", identity, sender_ref("whatsapp", identity))
+            # They wrote to us: for 24 hours WhatsApp allows free text back (no template).
+            await redis.set(
+                whatsapp_session_key(recipient_key("whatsapp", identity)),
+                "1",
+                ex=WHATSAPP_SESSION_S,
+            )
             command = whatsapp.classify(message)
 
             def make(
@@ -188,6 +217,7 @@ def install(
                 replies.append((message.id, identity, reply))
         for status in whatsapp.statuses(webhook):
             receipts.labels("whatsapp", _bounded_status(status.status)).inc()
+            await _apply_receipt(outcomes, status.biz_opaque_callback_data or "", status.status)
         # WhatsApp replies need an outbound API call (no inline reply); the notifier sends them.
         await conversation.queue_replies("whatsapp", replies)
         for message_id in handled:
@@ -197,5 +227,15 @@ def install(
     app.include_router(router)
 
 
+async def _apply_receipt(outcomes: OutcomeStore, reference: str, status: str) -> bool:
+    """Fold a provider status into the outcome it belongs to; False when it names none."""
+    try:
+        alert_id, recipient = split_delivery_id(reference)
+    except ValueError:
+        return False  # not one of ours (or sent before receipts carried the delivery id)
+    return await outcomes.apply_receipt(alert_id, recipient, status) > 0
+
+
 def _bounded_status(value: str) -> str:
-    return value if value in {"sent", "delivered", "read", "failed"} else "other"
+    known = {"queued", "sent", "delivered", "undelivered", "read", "failed"}
+    return value if value in known else "other"

@@ -13,32 +13,46 @@ from redis.exceptions import RedisError
 
 from services.notifier.channels.outbox import OutboxChannel
 from services.notifier.fanout import Recipient, plan_recipients
-from services.notifier.texts import render
+from services.notifier.jobs import JobQueue
+from services.notifier.texts import render, subject
 from shared import subjects
-from shared.addresses import opt_out_key, recipient_key
+from shared.addresses import opt_out_key, recipient_key, whatsapp_session_key
 from shared.broker import ServiceRuntime
 from shared.consuming import Settler, durable_subscriber
 from shared.errors import PermanentError, TransientError
 from shared.observability import latency_histogram
 from shared.outbox import OutcomeStore
+from shared.ratelimit import RecipientCap
 from shared.registry import Registry
-from shared.schemas import AlertRouted, DeliveryAttempted, Member, Outcome, ReplyRequested, utcnow
+from shared.schemas import (
+    AlertRouted,
+    DeliveryAttempted,
+    DeliveryRequested,
+    Member,
+    Outcome,
+    ReplyRequested,
+    delivery_id,
+    utcnow,
+)
 from shared.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
 
 
-def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
-    """Attach the notifier's subscriber to the runtime's broker."""
+def register(
+    runtime: ServiceRuntime, settings: NotifierSettings, queue: JobQueue, deliveries: Counter
+) -> None:
+    """Attach the notifier's fan-out subscriber to the runtime's broker."""
     broker = runtime.broker
     registry = Registry(runtime.redis)
     store = OutcomeStore(runtime.redis, settings.outcome_ttl_s, settings.outbox_max_len)
     outbox = OutboxChannel(store)
+    cap = RecipientCap(runtime.redis, settings.resident_alerts_per_hour)
     settler = Settler("notifier", broker, settings, runtime.metrics)
-    deliveries = Counter(
-        "notifier_deliveries_total",
-        "Recorded delivery outcomes",
-        ["channel", "outcome"],
+    planned = Counter(
+        "notifier_recipients_planned_total",
+        "Recipients an alert was meant to reach, by kind (report, notice)",
+        ["kind"],
         registry=runtime.metrics,
     )
     suppressed = Counter(
@@ -92,27 +106,62 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
                     if await store.record(nobody):
                         deliveries.labels("none", kind).inc()
                     return
+                if await store.plan(alert.alert_id, len(recipients)):
+                    planned.labels(alert.kind).inc(len(recipients))
                 done = await store.recorded(alert.alert_id)
-                opted_out = await _opted_out(runtime.redis, recipients)
-                for recipient in recipients:
-                    if recipient.key in done:
-                        suppressed.inc()
-                        continue
+                todo = [r for r in recipients if r.key not in done]
+                suppressed.inc(len(recipients) - len(todo))
+                opted_out = await _opted_out(runtime.redis, todo)
+                police = alert.notice is not None
+                # Police notices are exempt from the per-person cap on resident alerts.
+                allowed = (
+                    set()
+                    if police
+                    else await cap.allow(
+                        alert.alert_id, [r.key for r in todo if r.key not in opted_out]
+                    )
+                )
+                sessions = await _whatsapp_sessions(runtime.redis, todo)
+                jobs: list[DeliveryRequested] = []
+                for recipient in todo:
+                    skip: Outcome | None = None
                     if recipient.key in opted_out:
-                        # They said STOP: record it as their outcome, send nothing.
+                        skip = "opted_out"  # they said STOP: recorded, nothing sent
+                    elif not police and recipient.key not in allowed:
+                        skip = "capped"
+                    if skip is not None:
                         skipped = DeliveryAttempted(
                             alert_id=alert.alert_id,
                             recipient=recipient.key,
                             group_id=recipient.group_id,
                             member_id=recipient.member_id,
-                            channel="outbox",
-                            outcome="opted_out",
+                            channel=recipient.channel if skip == "capped" else "outbox",
+                            outcome=skip,
                             attempted_at=utcnow(),
                         )
                         if await store.record(skipped):
-                            deliveries.labels(outbox.name, "opted_out").inc()
+                            deliveries.labels(skipped.channel, skip).inc()
                         continue
                     text = render(alert, recipient.relation, incident_count=routed.incident_count)
+                    if recipient.channel in queue.channels:
+                        jobs.append(
+                            DeliveryRequested(
+                                delivery_id=delivery_id(alert.alert_id, recipient.key),
+                                alert_id=alert.alert_id,
+                                recipient=recipient.key,
+                                group_id=recipient.group_id,
+                                member_id=recipient.member_id,
+                                channel=recipient.channel,
+                                address=recipient.address,
+                                text=text,
+                                subject=subject(alert, incident_count=routed.incident_count),
+                                in_session=recipient.key in sessions,
+                                priority="police" if police else "resident",
+                                accepted_at=alert.received_at,
+                                requested_at=utcnow(),
+                            )
+                        )
+                        continue
                     if await outbox.deliver(alert, recipient, text):
                         deliveries.labels(outbox.name, "delivered").inc()
                         accept_to_delivery.labels(outbox.name).observe(
@@ -120,6 +169,9 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
                         )
                     else:
                         suppressed.inc()
+                # Acked only after every job is stored in JetStream (PubAck); a repeat of this
+                # fan-out publishes each job once more, de-duplicated by its Nats-Msg-Id.
+                await queue.enqueue(jobs, keep_alive=msg.in_progress)
             except RedisError as exc:
                 raise TransientError(f"redis: {type(exc).__name__}") from exc
             log.info(
@@ -130,6 +182,15 @@ def register(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
         await settler.run(msg, work)
 
 
+async def _whatsapp_sessions(redis: Redis, recipients: list[Recipient]) -> set[str]:
+    """WhatsApp recipients who wrote to us in the last 24 hours: free text is allowed."""
+    wa = [r for r in recipients if r.channel == "whatsapp"]
+    if not wa:
+        return set()
+    flags = await redis.mget([whatsapp_session_key(r.key) for r in wa])
+    return {r.key for r, flag in zip(wa, flags, strict=True) if flag}
+
+
 async def _opted_out(redis: Redis, recipients: list[Recipient]) -> set[str]:
     if not recipients:
         return set()
@@ -137,7 +198,7 @@ async def _opted_out(redis: Redis, recipients: list[Recipient]) -> set[str]:
     return {r.key for r, flag in zip(recipients, flags, strict=True) if flag}
 
 
-def register_replies(runtime: ServiceRuntime, settings: NotifierSettings) -> None:
+def register_replies(runtime: ServiceRuntime, settings: NotifierSettings, queue: JobQueue) -> None:
     """Direct replies to one resident: delivered once each, like alerts."""
     store = OutcomeStore(runtime.redis, settings.outcome_ttl_s, settings.outbox_max_len)
     settler = Settler("notifier", runtime.broker, settings, runtime.metrics)
@@ -165,6 +226,22 @@ def register_replies(runtime: ServiceRuntime, settings: NotifierSettings) -> Non
                     f"not a ReplyRequested v1: {exc.error_count()} errors"
                 ) from exc
             key = recipient_key(reply.channel, reply.address)
+            if reply.channel in queue.channels:
+                job = DeliveryRequested(
+                    delivery_id=delivery_id(reply.reply_id, key),
+                    alert_id=reply.reply_id,
+                    recipient=key,
+                    channel=reply.channel,
+                    address=reply.address,
+                    text=reply.text,
+                    # They just wrote to us: the WhatsApp window is open.
+                    in_session=True,
+                    priority="resident",
+                    accepted_at=reply.requested_at,
+                    requested_at=utcnow(),
+                )
+                await queue.enqueue([job])
+                return
             attempt = DeliveryAttempted(
                 alert_id=reply.reply_id,
                 recipient=key,

@@ -48,7 +48,8 @@ def test_group_admin_sees_and_moderates_only_their_own_group(
     alert_id = report.json()["alert_id"]
     held = wait_for(lambda: client.get("/v1/held", headers=bearer(stein_key)).json(),
                     lambda hs: len(hs) == 1)
-    assert held[0]["alert_id"] == alert_id and held[0]["group_ids"] == ["stein"]
+    assert held[0]["alert_id"] == alert_id
+    assert held[0]["group_ids"] == ["stein"]
     assert client.get("/v1/held", headers=bearer(eersel_key)).json() == []
     assert len(client.get("/v1/held", headers=admin).json()) == 1
     assert client.get("/v1/held", headers=admin, params={"group_id": "eersel"}).json() == []
@@ -87,12 +88,15 @@ def test_member_rules_age_and_residency(system: System, two_groups: httpx.Client
 
     assert "birth_date is required" in add(home=home_in).json()["detail"]
     too_young = add(birth_date="2010-01-01", home=home_in)
-    assert too_young.status_code == 422 and "aged 21 and over" in too_young.json()["detail"]
+    assert too_young.status_code == 422
+    assert "aged 21 and over" in too_young.json()["detail"]
     assert "home or postcode" in add(birth_date="1980-01-01").json()["detail"]
     outside = add(birth_date="1980-01-01", home={"lat": 51.36, "lon": 5.31})
-    assert outside.status_code == 422 and "outside the area" in outside.json()["detail"]
+    assert outside.status_code == 422
+    assert "outside the area" in outside.json()["detail"]
     unknown_pc = add(birth_date="1980-01-01", postcode="9999ZZ")
-    assert unknown_pc.status_code == 422 and "gazetteer" in unknown_pc.json()["detail"]
+    assert unknown_pc.status_code == 422
+    assert "gazetteer" in unknown_pc.json()["detail"]
     ok = add(birth_date="1980-01-01", home=home_in)
     assert ok.status_code == 201, ok.text
     assert ok.json()["checked"] == ["min_age:21", "residency"]
@@ -101,5 +105,7 @@ def test_member_rules_age_and_residency(system: System, two_groups: httpx.Client
     assert len(stored) == 1
     raw = next(iter(stored.values()))
     body = raw.decode() if isinstance(raw, bytes) else str(raw)
-    assert "1980" not in body and "birth_date" not in body and "home" not in body
+    assert "1980" not in body
+    assert "birth_date" not in body
+    assert "home" not in body
     assert '"checked":["min_age:21","residency"]' in body

@@ -171,6 +171,9 @@ class WhatsAppStatus(_Model):
     errors: list[WhatsAppError] = Field(default_factory=list)
     conversation: dict[str, Any] | None = None
     pricing: dict[str, Any] | None = None
+    biz_opaque_callback_data: str | None = Field(
+        None, description="echoed from our send: the delivery id the receipt belongs to"
+    )
 
 
 class WhatsAppMetadata(_Model):

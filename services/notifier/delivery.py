@@ -1,0 +1,422 @@
+"""Delivery workers: one per provider channel, sending the jobs the fan-out queued.
+
+Per channel two durable pull consumers (police, resident) feed one sender. Police jobs are
+fetched by their own loop and pre-empt residents in the rate budget (see MultiLimiter), so a
+missing-person notice never waits behind a burst of resident reports.
+
+Exactly one message per (alert, recipient, channel):
+- before the provider request the delivery is claimed in Redis with an in-flight marker naming
+  this notifier (a token with a heartbeat);
+- the outcome is recorded and the marker cleared in one Lua step, then the job is acked;
+- a redelivered job whose outcome exists is acked and skipped; one whose marker names a live
+  notifier waits; one whose marker names a dead notifier (killed mid-request) is recorded as
+  "unconfirmed" and NOT resent: the provider may have sent it, and a second message to a person
+  is worse than an unknown. Twilio and WhatsApp receipts (matched by the delivery id we send
+  along) later turn "unconfirmed" into "delivered" when the provider did send it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.notifier.channels.base import (
+    ChannelSender,
+    OutboundMessage,
+    SendPermanent,
+    SendTransient,
+)
+from services.notifier.limits import account_bucket, buckets_for, police_flag
+from shared import subjects
+from shared.observability import latency_histogram
+from shared.outbox import OutcomeStore, inflight_key
+from shared.ratelimit import MultiLimiter
+from shared.schemas import DeliveryAttempted, DeliveryRequested, MemberChannel, Outcome, utcnow
+from shared.settings import NotifierSettings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 3.0
+ALIVE_TTL_S = 10
+
+
+def alive_key(owner: str) -> str:
+    """Set while the notifier with this token runs; its in-flight markers are live."""
+    return f"ba:notifier:alive:{owner}"
+
+
+@dataclass
+class DeliveryMetrics:
+    """The notifier's delivery metrics, on its registry (bounded labels only)."""
+
+    deliveries: Counter
+    accept_to_provider: Histogram
+    accept_to_delivery: Histogram
+    rate_limited: Counter
+    throttled: Counter
+    retries: Counter
+    pending: Gauge
+    in_flight: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry, deliveries: Counter) -> DeliveryMetrics:
+        """Register the metrics (the deliveries counter is shared with the fan-out)."""
+        return cls(
+            deliveries=deliveries,
+            accept_to_provider=latency_histogram(
+                registry,
+                "notifier_accept_to_provider_seconds",
+                "From acceptance at the edge to the provider request",
+                ("channel",),
+            ),
+            accept_to_delivery=latency_histogram(
+                registry,
+                "notifier_accept_to_provider_ack_seconds",
+                "From acceptance at the edge to the provider accepting the message",
+                ("channel",),
+            ),
+            rate_limited=Counter(
+                "notifier_rate_limited_total",
+                "Sends that waited for a rate budget (scope: account, chat, group, police)",
+                ["channel", "scope"],
+                registry=registry,
+            ),
+            throttled=Counter(
+                "notifier_provider_throttled_total",
+                "Provider answers of 429 / rate limit hit (honoured with retry_after)",
+                ["channel"],
+                registry=registry,
+            ),
+            retries=Counter(
+                "notifier_send_retries_total",
+                "Sends handed back for a later attempt after a transient failure",
+                ["channel", "reason"],
+                registry=registry,
+            ),
+            pending=Gauge(
+                "notifier_pending_jobs",
+                "Delivery jobs waiting in JetStream or unacknowledged",
+                ["channel", "priority"],
+                registry=registry,
+            ),
+            in_flight=Gauge(
+                "notifier_provider_requests_in_flight",
+                "Provider requests under way",
+                ["channel"],
+                registry=registry,
+            ),
+        )
+
+
+class DeliveryService:
+    """Runs the delivery workers of every configured channel in one notifier process."""
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        redis: Redis,
+        senders: dict[MemberChannel, ChannelSender],
+        metrics: DeliveryMetrics,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.senders = senders
+        self.metrics = metrics
+        self.owner = secrets.token_hex(8)
+        self.store = OutcomeStore(redis, settings.outcome_ttl_s, settings.outbox_max_len)
+        self.limiter = MultiLimiter(redis)
+        self.sending: set[str] = set()  # delivery ids this process is sending right now
+        self.slots = asyncio.Semaphore(settings.send_concurrency)
+        self._nc: Client | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sends: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Connect, create the durable consumers and start one loop per queue."""
+        if not self.senders:
+            return
+        await self.redis.set(alive_key(self.owner), "1", ex=ALIVE_TTL_S)
+        self._nc = await nats.connect(self.settings.nats_url, max_reconnect_attempts=-1)
+        js = self._nc.jetstream()
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        for channel in self.senders:
+            for priority in subjects.PRIORITIES:
+                sub = await self._subscribe(js, channel, priority)
+                self._tasks.append(asyncio.create_task(self._loop(sub, channel, priority)))
+            self._tasks.append(asyncio.create_task(self._watch_pending(js, channel)))
+
+    async def stop(self) -> None:
+        """Stop fetching, let sends under way finish, disconnect."""
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._sends:
+            await asyncio.wait(self._sends, timeout=self.settings.provider_timeout_s + 1)
+        for sender in self.senders.values():
+            await sender.aclose()
+        if self._nc is not None:
+            await self._nc.drain()
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(alive_key(self.owner))
+
+    async def _subscribe(
+        self, js: JetStreamContext, channel: MemberChannel, priority: subjects.Priority
+    ) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.settings.ack_wait_s,
+            max_deliver=-1,  # bounded by max_send_attempts here, recorded as an outcome
+            max_ack_pending=max(1000, self.settings.send_concurrency * 4),
+        )
+        return await js.pull_subscribe(
+            subjects.deliver(channel, priority),
+            durable=subjects.deliver_durable(channel, priority),
+            stream=self.settings.stream_name,
+            config=config,
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(RedisError):
+                await self.redis.set(alive_key(self.owner), "1", ex=ALIVE_TTL_S)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _watch_pending(self, js: JetStreamContext, channel: MemberChannel) -> None:
+        while True:
+            for priority in subjects.PRIORITIES:
+                try:
+                    info = await js.consumer_info(
+                        self.settings.stream_name,
+                        subjects.deliver_durable(channel, priority),
+                    )
+                except (NotFoundError, NatsTimeout, nats.errors.Error):
+                    continue
+                waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                self.metrics.pending.labels(channel, priority).set(waiting)
+            await asyncio.sleep(2.0)
+
+    def _batch_size(self, channel: MemberChannel) -> int:
+        # About a quarter second of the channel's budget: police jobs never wait behind more.
+        per_second = account_bucket(channel, self.settings).limit.per_second
+        return max(1, min(self.settings.batch_size, int(per_second / 4) or 1))
+
+    async def _loop(
+        self,
+        sub: JetStreamContext.PullSubscription,
+        channel: MemberChannel,
+        priority: subjects.Priority,
+    ) -> None:
+        batch = self._batch_size(channel)
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except NatsTimeout:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
+                log.warning("deliver %s/%s: fetch: %s", channel, priority, type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                try:
+                    await self._dispatch(msg, channel)
+                except RedisError as exc:
+                    log.warning("deliver %s: redis %s; retry later", channel, type(exc).__name__)
+                    await _settle(msg.nak(delay=1.0))
+
+    async def _dispatch(self, msg: Msg, channel: MemberChannel) -> None:
+        """Claim, wait for the rate budget, then start the send (bounded concurrency)."""
+        try:
+            job = DeliveryRequested.model_validate_json(msg.data)
+        except ValidationError:
+            log.error("deliver %s: not a DeliveryRequested v1; terminated", channel)
+            self.metrics.deliveries.labels(channel, "poison").inc()
+            await _settle(msg.term())
+            return
+        if job.delivery_id in self.sending:
+            await _settle(msg.nak(delay=2.0))  # redelivered while we are still sending it
+            return
+        state, holder = await self.store.claim(job.alert_id, job.recipient, self.owner)
+        if state == "done":
+            await _settle(msg.ack())
+            return
+        if state == "held":
+            if await self.redis.exists(alive_key(holder)):
+                await _settle(msg.nak(delay=2.0))  # another live notifier is sending it
+                return
+            await self._record(job, "unconfirmed", msg, detail="notifier stopped mid-request")
+            return
+        if not await self._wait_for_budget(job, msg):
+            return
+        await self.slots.acquire()
+        self.sending.add(job.delivery_id)
+        task = asyncio.create_task(self._send(job, msg))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _wait_for_budget(self, job: DeliveryRequested, msg: Msg) -> bool:
+        """Take the rate budget; hand a job back when only its chat's budget is short."""
+        buckets = buckets_for(job, self.settings)
+        flag = police_flag(job.channel)
+        while True:
+            grant = await self.limiter.acquire(buckets, job.priority, flag)
+            if grant.allowed:
+                return True
+            self.metrics.rate_limited.labels(job.channel, grant.denied_by).inc()
+            if grant.denied_by in ("chat", "group") and grant.wait_s > 0.5:
+                # One busy chat must not hold up everyone else's messages.
+                await self.store.release(job.delivery_id)
+                await _settle(msg.nak(delay=grant.wait_s))
+                return False
+            await asyncio.sleep(min(grant.wait_s, 1.0))
+            if self._stopping.is_set():
+                await self.store.release(job.delivery_id)
+                await _settle(msg.nak(delay=1.0))
+                return False
+
+    async def _send(self, job: DeliveryRequested, msg: Msg) -> None:
+        channel = job.channel
+        attempts = _num_delivered(msg)
+        sender = self.senders[channel]
+        self.metrics.in_flight.labels(channel).inc()
+        try:
+            _observe(self.metrics.accept_to_provider, channel, job)
+            outbound = OutboundMessage(
+                delivery_id=job.delivery_id,
+                channel=channel,
+                address=job.address,
+                text=job.text,
+                subject=job.subject,
+                in_session=job.in_session,
+            )
+            try:
+                sent = await sender.send(outbound)
+            except SendPermanent as exc:
+                if exc.reason == "outside_window" and outbound.in_session:
+                    # The 24-hour window closed since we looked: the template is allowed.
+                    sent = await sender.send(dataclasses.replace(outbound, in_session=False))
+                else:
+                    raise
+        except SendTransient as exc:
+            await self._transient(job, msg, exc, attempts)
+        except SendPermanent as exc:
+            await self._record(job, "failed_permanent", msg, detail=exc.reason, attempts=attempts)
+        except Exception as exc:  # an adapter bug must not lose the job
+            log.exception("deliver %s: unexpected %s", channel, type(exc).__name__)
+            await self._transient(job, msg, SendTransient("network", type(exc).__name__), attempts)
+        else:
+            _observe(self.metrics.accept_to_delivery, channel, job)
+            await self._record(
+                job,
+                "delivered",
+                msg,
+                provider_message_id=sent.provider_message_id,
+                attempts=attempts,
+            )
+        finally:
+            self.metrics.in_flight.labels(channel).dec()
+            self.sending.discard(job.delivery_id)
+            self.slots.release()
+
+    async def _transient(
+        self, job: DeliveryRequested, msg: Msg, exc: SendTransient, attempts: int
+    ) -> None:
+        try:
+            await self.store.release(job.delivery_id)
+            if exc.reason == "rate_limited":
+                self.metrics.throttled.labels(job.channel).inc()
+                if exc.retry_after_s:
+                    await self.limiter.penalise(
+                        account_bucket(job.channel, self.settings), exc.retry_after_s
+                    )
+            if attempts >= self.settings.max_send_attempts:
+                await self._record(
+                    job, "failed_transient", msg, detail=f"gave up: {exc.reason}", attempts=attempts
+                )
+                return
+        except RedisError:
+            pass  # the marker stays; JetStream redelivers after ack_wait and sorts it out
+        self.metrics.retries.labels(job.channel, exc.reason).inc()
+        await _settle(msg.nak(delay=retry_delay_s(attempts, exc.retry_after_s, self.settings)))
+
+    async def _record(
+        self,
+        job: DeliveryRequested,
+        outcome: Outcome,
+        msg: Msg,
+        *,
+        detail: str = "",
+        provider_message_id: str = "",
+        attempts: int = 1,
+    ) -> None:
+        attempt = DeliveryAttempted(
+            alert_id=job.alert_id,
+            recipient=job.recipient,
+            group_id=job.group_id,
+            member_id=job.member_id,
+            channel=job.channel,
+            outcome=outcome,
+            detail=detail,
+            attempted_at=utcnow(),
+            provider_message_id=provider_message_id,
+            attempts=max(1, attempts),
+        )
+        for pause in (0.2, 1.0, 3.0, None):
+            try:
+                if await self.store.record(attempt, inflight=inflight_key(job.delivery_id)):
+                    self.metrics.deliveries.labels(job.channel, outcome).inc()
+                break
+            except RedisError:
+                if pause is None:
+                    # Unrecorded: leave the job unacked; the marker makes its redelivery
+                    # "unconfirmed" rather than a second message.
+                    return
+                await asyncio.sleep(pause)
+        await _settle(msg.ack())
+
+
+def retry_delay_s(attempts: int, retry_after_s: float | None, settings: NotifierSettings) -> float:
+    """The provider's retry_after when it gave one, else exponential from retry_base_s, capped."""
+    if retry_after_s is not None and retry_after_s > 0:
+        return min(settings.retry_max_s, retry_after_s)
+    return float(min(settings.retry_max_s, settings.retry_base_s * 2 ** max(0, attempts - 1)))
+
+
+def _observe(histogram: Histogram, channel: str, job: DeliveryRequested) -> None:
+    histogram.labels(channel).observe(max(0.0, time.time() - job.accepted_at.timestamp()))
+
+
+def _num_delivered(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except (ValueError, AttributeError, nats.errors.Error):
+        return 1
+
+
+async def _settle(step: Awaitable[None]) -> None:
+    """Ack/nak/term; a lost connection here is harmless (JetStream redelivers)."""
+    try:
+        await step
+    except (nats.errors.Error, OSError) as exc:
+        log.warning("deliver: settle failed (%s); JetStream will redeliver", type(exc).__name__)

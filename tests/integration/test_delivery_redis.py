@@ -1,0 +1,140 @@
+"""The delivery's Redis scripts on a real redis-server: budgets, caps, claims, receipts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.outbox import OutcomeStore, read_outcomes, read_reach
+from shared.ratelimit import Bucket, Limit, MultiLimiter, RecipientCap
+from shared.schemas import DeliveryAttempted, Outcome, utcnow
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+def attempt(outcome: Outcome, recipient: str = "sms:aa", alert: str = "a1") -> DeliveryAttempted:
+    return DeliveryAttempted(
+        alert_id=alert, recipient=recipient, channel="sms", outcome=outcome, attempted_at=utcnow()
+    )
+
+
+async def test_buckets_are_taken_all_or_nothing(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    limiter = MultiLimiter(redis)
+    bot = Bucket("tg:account", Limit(5, 0.01), "account")
+    chat = Bucket("tg:chat:x", Limit(1, 0.01), "chat")
+    assert (await limiter.acquire([bot, chat], "resident", "tg:police")).allowed
+    denied = await limiter.acquire([bot, chat], "resident", "tg:police")
+    assert not denied.allowed
+    assert denied.denied_by == "chat"
+    assert denied.wait_s > 10
+    # The chat said no, so the bot's token was not spent: another chat can go at once.
+    other = Bucket("tg:chat:y", Limit(1, 0.01), "chat")
+    assert (await limiter.acquire([bot, other], "resident", "tg:police")).allowed
+    await redis.aclose()
+
+
+async def test_police_pre_empts_residents_in_the_budget(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    limiter = MultiLimiter(redis, flag_ttl_ms=300)
+    account = Bucket("sms:account", Limit(1, 1000), "account")
+    assert (await limiter.acquire([account], "police", "sms:police")).allowed
+    await asyncio.sleep(0.01)
+    blocked = await limiter.acquire([account], "resident", "sms:police")
+    assert not blocked.allowed
+    assert blocked.denied_by == "police"
+    assert (await limiter.acquire([account], "police", "sms:police")).allowed
+    await asyncio.sleep(0.35)  # police traffic over: residents go again
+    assert (await limiter.acquire([account], "resident", "sms:police")).allowed
+    await redis.aclose()
+
+
+async def test_sends_are_spaced_at_the_planned_rate_across_clients(redis_url: str) -> None:
+    clients = [Redis.from_url(redis_url, decode_responses=True) for _ in range(3)]
+    limiters = [MultiLimiter(c) for c in clients]
+    bucket = Bucket("wa:account", Limit(1, 50), "account")
+    granted: list[float] = []
+
+    async def worker(limiter: MultiLimiter) -> None:
+        while len(granted) < 40:
+            grant = await limiter.acquire([bucket], "resident", "wa:police")
+            if grant.allowed:
+                granted.append(time.monotonic())
+            else:
+                await asyncio.sleep(grant.wait_s)
+
+    await asyncio.gather(*(worker(lim) for lim in limiters))
+    granted.sort()
+    # No one-second window may hold more than the rate (plus the one-token bucket).
+    worst = max(sum(1 for t in granted if s <= t < s + 0.5) for s in granted)
+    assert worst <= 26
+    for c in clients:
+        await c.aclose()
+
+
+async def test_penalise_honours_a_providers_retry_after(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    limiter = MultiLimiter(redis)
+    bucket = Bucket("tg:account", Limit(1, 100), "account")
+    await limiter.penalise(bucket, 0.5)
+    grant = await limiter.acquire([bucket], "police", "tg:police")
+    assert not grant.allowed
+    assert 0.4 < grant.wait_s <= 0.5
+    await redis.aclose()
+
+
+async def test_recipient_cap_is_a_sliding_window_and_idempotent_per_alert(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    cap = RecipientCap(redis, per_hour=2)
+    people = ["sms:p1", "sms:p2"]
+    assert await cap.allow("a1", people) == set(people)
+    assert await cap.allow("a1", people) == set(people)  # a redelivery asks again: same answer
+    assert await cap.allow("a2", ["sms:p1"]) == {"sms:p1"}
+    assert await cap.allow("a3", people) == {"sms:p2"}  # p1 had two this hour
+    assert await cap.allow("a3", people) == {"sms:p2"}
+    await redis.aclose()
+
+
+async def test_claim_protocol_and_outcome_upgrades(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    store = OutcomeStore(redis, ttl_s=3600)
+    await store.plan("a1", 2)
+    assert await store.claim("a1", "sms:aa", "owner1") == ("claimed", "")
+    assert await store.claim("a1", "sms:aa", "owner2") == ("held", "owner1")
+    # The first notifier died mid-request; the second records "unconfirmed", sends nothing.
+    assert await store.record(attempt("unconfirmed"), inflight="ba:inflight:a1.sms:aa")
+    assert await store.claim("a1", "sms:aa", "owner2") == ("done", "")
+    # The slow first send did complete after all: "delivered" replaces "unconfirmed", once.
+    assert await store.record(attempt("delivered"))
+    assert not await store.record(attempt("delivered"))
+    assert not await store.record(attempt("failed_permanent"))
+    assert await read_reach(redis, "a1") == {"planned": 2, "delivered": 1}
+    assert [o.outcome for o in await read_outcomes(redis, "a1")] == ["delivered"]
+    await redis.aclose()
+
+
+async def test_receipts_move_forward_and_may_arrive_first(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    store = OutcomeStore(redis, ttl_s=3600)
+    await store.plan("a2", 3)
+    # A receipt that beats our own record of the send is kept and applied on record.
+    assert await store.apply_receipt("a2", "sms:early", "delivered") == 2
+    assert await store.record(attempt("delivered", "sms:early", "a2"))
+    assert await store.record(attempt("delivered", "sms:late", "a2"))
+    assert await store.apply_receipt("a2", "sms:late", "read") == 1
+    assert await store.apply_receipt("a2", "sms:late", "sent") == 1  # never moves back
+    assert await store.record(attempt("unconfirmed", "sms:lost", "a2"))
+    assert await store.apply_receipt("a2", "sms:lost", "sent") == 1  # it was sent after all
+    assert await store.apply_receipt("a2", "sms:x", "bogus") == 0  # not a status we know
+    by = {o.recipient: o for o in await read_outcomes(redis, "a2")}
+    assert (by["sms:early"].outcome, by["sms:early"].receipt) == ("delivered", "delivered")
+    assert (by["sms:late"].outcome, by["sms:late"].receipt) == ("delivered", "read")
+    assert (by["sms:lost"].outcome, by["sms:lost"].receipt) == ("delivered", "sent")
+    assert await store.apply_receipt("a2", "sms:late", "failed") == 1
+    assert await store.apply_receipt("a2", "sms:lost", "undelivered") == 1
+    reach = await read_reach(redis, "a2")
+    assert reach == {"planned": 3, "delivered": 1, "undelivered": 2}, reach
+    await redis.aclose()
