@@ -147,9 +147,6 @@ class NotifierSettings(ConsumerSettings):
     resident_alerts_per_hour: float = Field(
         10, gt=0, description="resident alerts one person receives per hour; police exempt"
     )
-    police_reserve_share: float = Field(
-        0.25, ge=0, lt=1, description="share of each provider budget only police notices may use"
-    )
     # Provider credentials keep the providers' own names (unprefixed). Empty: outbox.
     twilio_api_base: str = Field(
         "https://api.twilio.com", validation_alias=AliasChoices("TWILIO_API_BASE")
