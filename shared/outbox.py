@@ -179,6 +179,10 @@ class OutcomeStore:
         )
         return str(state), str(holder)
 
+    async def has_outcome(self, alert_id: str, recipient: str) -> bool:
+        """Whether this (alert, recipient) already has its outcome."""
+        return bool(await self.redis.hexists(outcomes_key(alert_id), recipient))
+
     async def release(self, delivery_id: str) -> None:
         """Clear an in-flight marker after a failed request that will be retried."""
         await self.redis.delete(inflight_key(delivery_id))

@@ -246,7 +246,11 @@ class DeliveryService:
                     await _settle(msg.nak(delay=1.0))
 
     async def _dispatch(self, msg: Msg, channel: MemberChannel) -> None:
-        """Claim, wait for the rate budget, then start the send (bounded concurrency)."""
+        """Take a send slot and the rate budget, claim, then start the send.
+
+        The claim comes last, right before the request: a notifier killed while it waited
+        for a slot or a budget leaves no in-flight marker, so that job is simply sent later.
+        """
         try:
             job = DeliveryRequested.model_validate_json(msg.data)
         except ValidationError:
@@ -257,23 +261,32 @@ class DeliveryService:
         if job.delivery_id in self.sending:
             await _settle(msg.nak(delay=2.0))  # redelivered while we are still sending it
             return
-        state, holder = await self.store.claim(job.alert_id, job.recipient, self.owner)
-        if state == "done":
-            await _settle(msg.ack())
-            return
-        if state == "held":
-            if await self.redis.exists(alive_key(holder)):
-                await _settle(msg.nak(delay=2.0))  # another live notifier is sending it
-                return
-            await self._record(job, "unconfirmed", msg, detail="notifier stopped mid-request")
-            return
-        if not await self._wait_for_budget(job, msg):
+        if await self.store.has_outcome(job.alert_id, job.recipient):
+            await _settle(msg.ack())  # a repeat of a job already settled
             return
         await self.slots.acquire()
-        self.sending.add(job.delivery_id)
-        task = asyncio.create_task(self._send(job, msg))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        started = False
+        try:
+            if not await self._wait_for_budget(job, msg):
+                return
+            state, holder = await self.store.claim(job.alert_id, job.recipient, self.owner)
+            if state == "done":
+                await _settle(msg.ack())
+                return
+            if state == "held":
+                if await self.redis.exists(alive_key(holder)):
+                    await _settle(msg.nak(delay=2.0))  # another live notifier is sending it
+                    return
+                await self._record(job, "unconfirmed", msg, detail="notifier stopped mid-request")
+                return
+            self.sending.add(job.delivery_id)
+            task = asyncio.create_task(self._send(job, msg))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+            started = True
+        finally:
+            if not started:
+                self.slots.release()
 
     async def _wait_for_budget(self, job: DeliveryRequested, msg: Msg) -> bool:
         """Take the rate budget; hand a job back when only its chat's budget is short."""
@@ -286,12 +299,10 @@ class DeliveryService:
             self.metrics.rate_limited.labels(job.channel, grant.denied_by).inc()
             if grant.denied_by in ("chat", "group") and grant.wait_s > 0.5:
                 # One busy chat must not hold up everyone else's messages.
-                await self.store.release(job.delivery_id)
                 await _settle(msg.nak(delay=grant.wait_s))
                 return False
             await asyncio.sleep(min(grant.wait_s, 1.0))
             if self._stopping.is_set():
-                await self.store.release(job.delivery_id)
                 await _settle(msg.nak(delay=1.0))
                 return False
 
