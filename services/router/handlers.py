@@ -58,7 +58,9 @@ def register(
         location = event.alert.location
         if location is None or not event.targets or settings.incident_radius_m <= 0:
             return event
-        corr = await incidents.correlate(event.alert.alert_id, location.lon, location.lat)
+        corr = await incidents.correlate(
+            event.alert.alert_id, location.lon, location.lat, event.alert.text
+        )
         update = {"incident_id": corr.incident_id, "incident_count": corr.count}
         if not corr.send:
             # A further report of an incident already told: counted, no message of its own.
