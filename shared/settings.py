@@ -137,7 +137,7 @@ class NotifierSettings(ConsumerSettings):
     max_send_attempts: int = Field(8, ge=1, description="transient failures before giving up")
     # Provider limits (messages per second or minute); we plan at limit_share of each so clock
     # jitter between us and the provider never tips a burst over.
-    limit_share: float = Field(0.97, gt=0, le=1)
+    limit_share: float = Field(0.95, gt=0, le=1)
     telegram_per_second: float = Field(30, gt=0, description="per bot (Telegram: about 30/s)")
     telegram_chat_per_second: float = Field(1, gt=0, description="per private chat")
     telegram_group_per_minute: float = Field(20, gt=0, description="per Telegram group chat")

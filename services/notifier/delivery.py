@@ -23,13 +23,13 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
@@ -161,7 +161,9 @@ class DeliveryService:
         for channel in self.senders:
             for priority in subjects.PRIORITIES:
                 sub = await self._subscribe(js, channel, priority)
-                self._tasks.append(asyncio.create_task(self._loop(sub, channel, priority)))
+                self._tasks.append(
+                    asyncio.create_task(_forever(self._loop, sub, channel, priority))
+                )
             self._tasks.append(asyncio.create_task(self._watch_pending(js, channel)))
 
     async def stop(self) -> None:
@@ -211,7 +213,7 @@ class DeliveryService:
                         self.settings.stream_name,
                         subjects.deliver_durable(channel, priority),
                     )
-                except (NotFoundError, NatsTimeout, nats.errors.Error):
+                except (NotFoundError, TimeoutError, nats.errors.Error):
                     continue
                 waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
                 self.metrics.pending.labels(channel, priority).set(waiting)
@@ -232,7 +234,7 @@ class DeliveryService:
         while not self._stopping.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
-            except NatsTimeout:
+            except TimeoutError:  # nats-py raises asyncio's (and its own subclass): no jobs
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
                 log.warning("deliver %s/%s: fetch: %s", channel, priority, type(exc).__name__)
@@ -405,6 +407,19 @@ class DeliveryService:
                     return
                 await asyncio.sleep(pause)
         await _settle(msg.ack())
+
+
+async def _forever(loop: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Run a worker loop; if a bug kills it, log and start it again rather than go quiet."""
+    while True:
+        try:
+            await loop(*args)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("delivery loop failed; restarting in 1 s")
+            await asyncio.sleep(1.0)
 
 
 def retry_delay_s(attempts: int, retry_after_s: float | None, settings: NotifierSettings) -> float:
