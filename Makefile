@@ -40,6 +40,7 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_fanout.py
 	$(BIN)/python bench/bench_geo.py
 	$(BIN)/python bench/bench_router_memory.py
 

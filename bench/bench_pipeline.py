@@ -153,8 +153,11 @@ class Infra:
 
     workdir: Path
     log_level: str
+    #: Set by --providers: the provider stubs' settings (the parent's own are never passed on).
+    extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    stubs: Any = None  # tests.providers.RemoteStubs with --providers
     nats_url: str = ""
     redis_url: str = ""
 
@@ -214,9 +217,13 @@ class Infra:
                 "BUURTALERT_SOURCE_BURST": "1000000",
                 # Every report is at one spot: measure per-report delivery, not incidents.
                 "BUURTALERT_INCIDENT_RADIUS_M": "0",
+                # One member receives every report: the hourly cap per person would stop it.
+                "BUURTALERT_RESIDENT_ALERTS_PER_HOUR": "100000000",
             }
         )
-        return {k: v for k, v in env.items() if not k.startswith(PROVIDER_ENV_PREFIXES)}
+        env = {k: v for k, v in env.items() if not k.startswith(PROVIDER_ENV_PREFIXES)}
+        env.update(self.extra_env)
+        return env
 
     def start_services(self) -> None:
         """Start ingest, router and notifier together; wait until each /readyz is 200."""
@@ -517,6 +524,42 @@ class Outbox:
         return True
 
 
+@dataclass
+class Outcomes(Outbox):
+    """--providers: the notifier's recorded outcome per alert (the provider stub accepted it).
+
+    `delivered_at` is when the notifier recorded the provider's acceptance (wall clock, same
+    machine); duplicates at the provider are counted by the stub itself.
+    """
+
+    watching: set[str] = field(default_factory=set)
+
+    async def read_new(self) -> int:
+        """Look up the outcomes of alerts not delivered yet; how many arrived."""
+        ids = [a for a in self.watching if a not in self.delivered_at]
+        arrived = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for alert_id in chunk:
+                pipe.hvals(outcomes_key(alert_id))
+            for alert_id, values in zip(chunk, await pipe.execute(), strict=True):
+                for value in values:
+                    outcome = json.loads(value)
+                    if outcome["outcome"] != "delivered":
+                        continue
+                    self.counts[alert_id] += 1
+                    when = datetime.fromisoformat(outcome["attempted_at"]).timestamp()
+                    self.delivered_at.setdefault(alert_id, when)
+                    arrived += 1
+        return arrived
+
+    async def wait_for(self, alert_ids: Iterable[str], timeout_s: float, stall_s: float) -> bool:
+        """As Outbox.wait_for, watching these alerts' outcomes."""
+        self.watching.update(alert_ids)
+        return await super().wait_for(alert_ids, timeout_s, stall_s)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -690,7 +733,7 @@ async def run_pipeline(infra: Infra, args: argparse.Namespace) -> PipelineResult
     await setup_group(base)
     redis = Redis.from_url(infra.redis_url, decode_responses=True)
     try:
-        outbox = Outbox(redis)
+        outbox = Outcomes(redis) if args.providers else Outbox(redis)
         wait_s = max(60.0, args.alerts / 50.0)
 
         probe = Phase("probe (router sees the new group)", "probe", unmatched_expected=True)
@@ -947,6 +990,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--payload-bytes", type=int, default=700, help="baseline message size")
     p.add_argument("--log-level", default="INFO", help="log level of the services")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, stores)")
+    p.add_argument(
+        "--providers",
+        action="store_true",
+        help="deliver over SMS through the Twilio stub (its own process) instead of the outbox; "
+        "latency then ends when the provider accepted the message",
+    )
     args = p.parse_args(argv)
     for name in ("alerts", "concurrency", "max_in_flight", "baseline_msgs", "batch"):
         if getattr(args, name) < 1:
@@ -964,7 +1013,20 @@ def main(argv: list[str] | None = None) -> int:
     infra = Infra(workdir, args.log_level)
     keep = args.keep
     started = time.monotonic()
+    stubs_cm = contextlib.ExitStack()
     try:
+        if args.providers:
+            from tests.providers import StubsConfig, TwilioConfig, spawn_stubs
+
+            # An account with the throughput to take the whole run: measure the pipeline, not
+            # a provider's limit (bench_fanout measures those).
+            remote = stubs_cm.enter_context(
+                spawn_stubs(
+                    StubsConfig(twilio=TwilioConfig(per_second=None, status_callbacks=False))
+                )
+            )
+            infra.extra_env = {**remote.env(), "BUURTALERT_TWILIO_PER_SECOND": "100000"}
+            infra.stubs = remote
         print(f"starting nats-server and redis-server in {workdir} ...", flush=True)
         infra.start_servers()
         print(
@@ -992,6 +1054,16 @@ def main(argv: list[str] | None = None) -> int:
         pipe = asyncio.run(run_pipeline(infra, args))
         rss = infra.peak_rss()
         problems = print_report(args, base, pipe, rss)
+        if infra.stubs is not None:
+            summary = infra.stubs.summary()
+            dups = summary["duplicate_deliveries"]
+            print(
+                f"  Twilio stub: {summary['received_total']} messages accepted, "
+                f"{len(dups)} delivery ids accepted more than once; latency above ends at the "
+                "notifier's record of the provider's acceptance"
+            )
+            if dups:
+                problems.append(f"{len(dups)} messages reached the provider more than once")
         print(f"\ntotal bench time {time.monotonic() - started:.0f}s")
         if problems:
             keep = True
@@ -1008,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         infra.stop_all()
+        stubs_cm.close()
         if keep:
             print(f"work dir: {workdir}", file=sys.stderr)
         else:

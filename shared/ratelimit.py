@@ -97,8 +97,12 @@ class RateLimiter:
 # Several buckets taken all-or-nothing (a Telegram message needs the bot's, the chat's and maybe
 # the group's budget at once), with police pre-emption: while police traffic on a channel is under
 # way (a flag any replica refreshes), resident messages wait, so the budget goes to police first.
-# KEYS: bucket keys..., then the police flag. ARGV: priority, flag ttl ms, then capacity and
-# rate per bucket. Returns {allowed, wait seconds, index of the bucket that said no (0 = flag)}.
+# A grant may be a reservation: when every bucket has its token within `max_reserve` seconds, the
+# tokens are taken now (going negative) and the caller sends after `wait`. Sends then keep to an
+# absolute schedule (one every 1/rate s), instead of each losing the caller's own round trip.
+# KEYS: bucket keys..., then the police flag. ARGV: priority, flag ttl ms, max reserve seconds,
+# then capacity and rate per bucket.
+# Returns {allowed, wait seconds, index of the bucket that said no (0 = flag, -1 = none)}.
 _ACQUIRE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -112,9 +116,10 @@ end
 local tokens = {}
 local wait = 0
 local denied = -1
+local reserve = tonumber(ARGV[3])
 for i = 1, n do
-  local cap = tonumber(ARGV[1 + 2 * i])
-  local rate = tonumber(ARGV[2 + 2 * i])
+  local cap = tonumber(ARGV[2 + 2 * i])
+  local rate = tonumber(ARGV[3 + 2 * i])
   local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
   local tk = tonumber(state[1]) or cap
   local ts = tonumber(state[2]) or now
@@ -125,16 +130,16 @@ for i = 1, n do
     if w > wait then wait = w; denied = i end
   end
 end
-if denied > 0 then
+if denied > 0 and wait > reserve then
   return {0, tostring(wait), tostring(denied)}
 end
 for i = 1, n do
-  local cap = tonumber(ARGV[1 + 2 * i])
-  local rate = tonumber(ARGV[2 + 2 * i])
+  local cap = tonumber(ARGV[2 + 2 * i])
+  local rate = tonumber(ARGV[3 + 2 * i])
   redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i] - 1), 'ts', tostring(now))
   redis.call('PEXPIRE', KEYS[i], math.ceil(cap / rate * 1000) + 60000)
 end
-return {1, '0', '-1'}
+return {1, tostring(wait), '-1'}
 """
 
 # A provider said 429 with retry_after: empty the bucket so nobody sends before that time.
@@ -167,22 +172,23 @@ class Grant:
     """Whether a send may go now; if not, how long to wait and which budget said no."""
 
     allowed: bool
-    wait_s: float
+    wait_s: float  # denied: try again after this; allowed: send after this (a reservation)
     denied_by: str  # a Bucket.scope, "police" (pre-empted) or "" when allowed
 
 
 class MultiLimiter:
     """Takes one token from several buckets at once, police first."""
 
-    def __init__(self, redis: Redis, flag_ttl_ms: int = 1000) -> None:
+    def __init__(self, redis: Redis, flag_ttl_ms: int = 1000, max_reserve_s: float = 0.0) -> None:
         self.redis = redis
         self.flag_ttl_ms = flag_ttl_ms
+        self.max_reserve_s = max_reserve_s
         self._acquire = redis.register_script(_ACQUIRE_SCRIPT)
         self._penalise = redis.register_script(_PENALISE_SCRIPT)
 
     async def acquire(self, buckets: list[Bucket], priority: str, flag: str) -> Grant:
         """Take a token from every bucket, or none; residents wait while police traffic runs."""
-        args: list[str | float] = [priority, self.flag_ttl_ms]
+        args: list[str | float] = [priority, self.flag_ttl_ms, self.max_reserve_s]
         for b in buckets:
             args += [b.limit.capacity, b.limit.per_second]
         allowed, wait, denied = await self._acquire(
@@ -190,7 +196,7 @@ class MultiLimiter:
         )
         index = int(denied)
         if int(allowed):
-            return Grant(True, 0.0, "")
+            return Grant(True, float(wait), "")
         return Grant(False, float(wait), "police" if index == 0 else buckets[index - 1].scope)
 
     async def penalise(self, bucket: Bucket, seconds: float) -> None:
