@@ -4,26 +4,39 @@ One Lua script records the outcome, counts it towards the alert's reach, clears 
 in-flight marker and appends the outbox entry, atomically: the (alert, recipient) field is the
 idempotency key, so a JetStream redelivery, or a notifier killed between two recipients, never
 writes a second outcome (or message) for the same person. Provider receipts are folded into the
-recorded outcome by a second script (see delivery.py for the in-flight protocol).
+recorded outcome by a second script. A third claims a delivery right before its provider request
+with an in-flight marker "<owner>|<claimed at, ms of Redis TIME>", and reports what a redelivered
+job needs to judge a marker left by a dead notifier: its age and any receipt already in (see
+delivery.py for the in-flight protocol).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
-from shared.schemas import DeliveryAttempted
+from shared.schemas import DeliveryAttempted, delivery_id
 
 OUTBOX = "ba:outbox"
 
 # Receipt rules shared by the scripts below: a status only moves forward (sent < delivered <
-# read); a failure receipt turns a sent message into "undelivered"; any sign of life turns an
-# "unconfirmed" send (notifier died mid-request) into "delivered". Reach counters follow.
+# read); a failure receipt turns a sent message into "undelivered"; any sign of life, "queued"
+# included (the provider has the message then), turns an "unconfirmed" send (notifier died
+# mid-request) into "delivered". Reach counters follow.
 _RECEIPT_LUA = """
 local RANK = {accepted=0, queued=0, sending=0, sent=1, delivered=2, read=3}
 local FAILED = {failed=true, undelivered=true}
+-- Of two statuses of one message, the one that tells more: a failure, else the later step.
+local function furthest(old, new)
+  if not old then return new end
+  if FAILED[old] then return old end
+  if FAILED[new] then return new end
+  if (RANK[new] or -1) > (RANK[old] or -1) then return new end
+  return old
+end
 local function apply_receipt(outcomes, reach, recipient, status)
   local raw = redis.call('HGET', outcomes, recipient)
   if not raw then return 0 end
@@ -35,7 +48,7 @@ local function apply_receipt(outcomes, reach, recipient, status)
   elseif RANK[status] ~= nil then
     local now_rank = RANK[o['receipt']] or -1
     if RANK[status] > now_rank and not FAILED[o['receipt']] then o['receipt'] = status end
-    if before == 'unconfirmed' and RANK[status] >= 1 then o['outcome'] = 'delivered' end
+    if before == 'unconfirmed' then o['outcome'] = 'delivered' end
   else
     return 0
   end
@@ -86,8 +99,11 @@ _RECEIPT = (
 if apply_receipt(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) == 1 then return 1 end
 local known = RANK[ARGV[2]] ~= nil or FAILED[ARGV[2]]
 if known and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  -- The receipt beat our own record of the send: keep it until the outcome is written.
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  -- The receipt beat our own record of the send: keep it until the outcome is written. The
+  -- edge handles callbacks concurrently, so "delivered" may land before "sent": keep the
+  -- furthest, not the last.
+  local kept = furthest(redis.call('HGET', KEYS[3], ARGV[1]), ARGV[2])
+  redis.call('HSET', KEYS[3], ARGV[1], kept)
   redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
   return 2
 end
@@ -95,14 +111,82 @@ return 0
 """
 )
 
-# KEYS: outcomes hash, in-flight key; ARGV: recipient, owner token, ttl
-_CLAIM = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'done', ''} end
-local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[2] then return {'held', holder} end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-return {'claimed', ''}
+# The in-flight marker is "<owner>|<ms>", ms from Redis TIME: one clock for every notifier, so
+# a marker's age means the same to all of them. A marker without "|" (written before markers
+# carried their time) has age -1: unknown.
+_MARKER_LUA = """
+local function parse_marker(raw)
+  local sep = string.find(raw, '|', 1, true)
+  if not sep then return raw, -1 end
+  return string.sub(raw, 1, sep - 1), tonumber(string.sub(raw, sep + 1)) or -1
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 """
+
+# KEYS: outcomes hash, in-flight key, early receipts hash, waits key
+# ARGV: recipient, owner token ("" to look without claiming), ttl, dead owner to take over
+#       from ("" for none), grace ms
+# Returns {state, holder, marker age ms (-1 unknown), early receipt status, waits}.
+_CLAIM = (
+    _MARKER_LUA
+    + """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'done', '', -1, '', 0} end
+local receipt = redis.call('HGET', KEYS[3], ARGV[1]) or ''
+local waits = tonumber(redis.call('GET', KEYS[4]) or '0')
+local now = now_ms()
+local raw = redis.call('GET', KEYS[2])
+if raw then
+  local holder, at = parse_marker(raw)
+  local age = -1
+  if at >= 0 then age = math.max(0, now - at) end
+  -- A take-over only from the very owner the caller found dead, only once its grace is over
+  -- and only while no receipt says the provider has the message: otherwise it looks again.
+  local take = ARGV[4] ~= '' and holder == ARGV[4] and receipt == ''
+    and age >= tonumber(ARGV[5])
+  if ARGV[2] == '' or not (holder == ARGV[2] or take) then
+    return {'held', holder, age, receipt, waits}
+  end
+elseif ARGV[2] == '' then
+  return {'free', '', -1, receipt, waits}
+end
+redis.call('SET', KEYS[2], ARGV[2] .. '|' .. now, 'EX', tonumber(ARGV[3]))
+return {'claimed', '', -1, receipt, waits}
+"""
+)
+
+# KEYS: in-flight key; ARGV: owner token. Clears the marker only if it is still ours: a
+# notifier that was presumed dead and taken over must not clear its successor's marker.
+_RELEASE = (
+    _MARKER_LUA
+    + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local holder = parse_marker(raw)
+if holder ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a claim (or a look) found.
+
+    state: "done" (an outcome exists), "free" (no marker; only from `inspect`), "held" (another
+    notifier's marker) or "claimed" (the marker is now ours). For "held": the holder's token and
+    the marker's age in seconds (None when unknown). `receipt` is a provider status that came in
+    before any outcome was recorded ("" when none); `waits` counts the redeliveries spent
+    waiting on a held marker (see `note_wait`).
+    """
+
+    state: str
+    holder: str = ""
+    age_s: float | None = None
+    receipt: str = ""
+    waits: int = 0
 
 
 def outcomes_key(alert_id: str) -> str:
@@ -124,6 +208,10 @@ def _early_key(alert_id: str) -> str:
     return f"ba:receipts-early:{alert_id}"
 
 
+def _waits_key(delivery_id: str) -> str:
+    return f"ba:inflight-waits:{delivery_id}"
+
+
 class OutcomeStore:
     """Records exactly one outcome per (alert, recipient), with an optional outbox entry."""
 
@@ -134,6 +222,7 @@ class OutcomeStore:
         self._script = redis.register_script(_RECORD_ONCE)
         self._receipt = redis.register_script(_RECEIPT)
         self._claim = redis.register_script(_CLAIM)
+        self._release = redis.register_script(_RELEASE)
 
     async def record(
         self,
@@ -167,25 +256,67 @@ class OutcomeStore:
         )
         return bool(written)
 
-    async def claim(self, alert_id: str, recipient: str, owner: str) -> tuple[str, str]:
-        """Take a delivery before its provider request.
+    async def claim(
+        self,
+        alert_id: str,
+        recipient: str,
+        owner: str,
+        *,
+        take_over_from: str = "",
+        grace_s: float = 0.0,
+    ) -> Claim:
+        """Take a delivery right before its provider request.
 
-        ("done", "") when it already has an outcome, ("held", owner) when another notifier
-        marked it in flight, ("claimed", "") when it is ours to send now.
+        "done" when it already has an outcome, "held" when another notifier's marker is on
+        it, "claimed" when it is ours to send now. With `take_over_from` (a holder found dead)
+        the marker is taken over, but only if that same owner still holds it, it is at least
+        `grace_s` old and no receipt for it has come in; else "held" again.
         """
-        state, holder = await self._claim(
-            keys=[outcomes_key(alert_id), inflight_key(f"{alert_id}.{recipient}")],
-            args=[recipient, owner, self.ttl_s],
+        return await self._run_claim(alert_id, recipient, owner, take_over_from, grace_s)
+
+    async def inspect(self, alert_id: str, recipient: str) -> Claim:
+        """Look at a delivery without claiming it: "done", "free" or "held"."""
+        return await self._run_claim(alert_id, recipient, "", "", 0.0)
+
+    async def _run_claim(
+        self, alert_id: str, recipient: str, owner: str, take_over_from: str, grace_s: float
+    ) -> Claim:
+        did = delivery_id(alert_id, recipient)
+        state, holder, age_ms, receipt, waits = await self._claim(
+            keys=[outcomes_key(alert_id), inflight_key(did), _early_key(alert_id), _waits_key(did)],
+            args=[recipient, owner, self.ttl_s, take_over_from, int(grace_s * 1000)],
         )
-        return str(state), str(holder)
+        age = int(age_ms)
+        return Claim(
+            state=_text(state),
+            holder=_text(holder),
+            age_s=age / 1000 if age >= 0 else None,
+            receipt=_text(receipt),
+            waits=int(waits),
+        )
+
+    async def note_wait(self, delivery_id: str) -> None:
+        """Count one redelivery spent waiting on a held marker, not sending.
+
+        JetStream's delivery count is what we count send attempts by; these waits are taken
+        off it, so waiting out a dead notifier's grace does not use up the retries.
+        """
+        key = _waits_key(delivery_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
 
     async def has_outcome(self, alert_id: str, recipient: str) -> bool:
         """Whether this (alert, recipient) already has its outcome."""
         return bool(await self.redis.hexists(outcomes_key(alert_id), recipient))
 
-    async def release(self, delivery_id: str) -> None:
-        """Clear an in-flight marker after a failed request that will be retried."""
-        await self.redis.delete(inflight_key(delivery_id))
+    async def release(self, delivery_id: str, owner: str) -> bool:
+        """Clear our in-flight marker after a failed request that will be retried.
+
+        False when the marker is gone or no longer ours (another notifier took it over).
+        """
+        return bool(await self._release(keys=[inflight_key(delivery_id)], args=[owner]))
 
     async def plan(self, alert_id: str, recipients: int) -> bool:
         """Record how many recipients an alert was meant to reach; True the first time."""

@@ -135,6 +135,12 @@ class NotifierSettings(ConsumerSettings):
     retry_base_s: float = Field(1.0, gt=0, description="first delay after a transient failure")
     retry_max_s: float = Field(300.0, gt=0, description="longest retry delay")
     max_send_attempts: int = Field(8, ge=1, description="transient failures before giving up")
+    receipt_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="SMS/WhatsApp: how long a dead notifier's request may wait for its receipt "
+        "before it is sent again; 0 records it unconfirmed, never resent",
+    )
     # Provider limits (messages per second or minute); we plan at limit_share of each so clock
     # jitter between us and the provider never tips a burst over.
     limit_share: float = Field(0.95, gt=0, le=1)

@@ -5,14 +5,28 @@ fetched by their own loop and pre-empt residents in the rate budget (see MultiLi
 missing-person notice never waits behind a burst of resident reports.
 
 Exactly one message per (alert, recipient, channel):
-- before the provider request the delivery is claimed in Redis with an in-flight marker naming
-  this notifier (a token with a heartbeat);
+- right before the provider request the delivery is claimed in Redis with an in-flight marker
+  naming this notifier (a token with a heartbeat) and when it was set (Redis TIME);
 - the outcome is recorded and the marker cleared in one Lua step, then the job is acked;
 - a redelivered job whose outcome exists is acked and skipped; one whose marker names a live
-  notifier waits; one whose marker names a dead notifier (killed mid-request) is recorded as
-  "unconfirmed" and NOT resent: the provider may have sent it, and a second message to a person
-  is worse than an unknown. Twilio and WhatsApp receipts (matched by the delivery id we send
-  along) later turn "unconfirmed" into "delivered" when the provider did send it.
+  notifier waits. One whose marker names a dead notifier (killed mid-request) depends on the
+  channel:
+  - SMS (Twilio) and WhatsApp post receipts that carry our delivery id (StatusCallback `?d=`,
+    `biz_opaque_callback_data`) within seconds of accepting a message. (Twilio posts none for
+    the initial "queued"; its first, "sent", comes as the message leaves Twilio's queue, which
+    is prompt while we keep to the sender's MPS, as the budgets do.) If one has come in (kept
+    as an early receipt, since no outcome existed yet) the message did go out: it is recorded
+    "delivered" and not resent. If none has and the marker is younger than `receipt_grace_s`,
+    the job is handed back to look again a few seconds later. Once the grace is over without a
+    receipt the provider never accepted the request (the notifier died before it got there):
+    the marker is taken over, atomically and only from that same dead owner, and the message
+    sent now (`notifier_resent_after_crash_total`).
+  - Telegram and e-mail have no receipts, so nothing could tell a sent message from a lost one:
+    it is recorded "unconfirmed" and NOT resent, as a second message to a person is worse than
+    an unknown. So is a dead notifier's marker on any channel when `receipt_grace_s` is 0.
+The grace must outlast a provider request (`provider_timeout_s`) plus the receipt's way back; a
+receipt that comes later than that, or never reaches the edge (e.g. `public_url` not reachable
+by the provider), would let a sent message be sent twice.
 """
 
 from __future__ import annotations
@@ -47,7 +61,7 @@ from services.notifier.channels.base import (
 from services.notifier.limits import account_bucket, buckets_for, police_flag
 from shared import subjects
 from shared.observability import latency_histogram
-from shared.outbox import OutcomeStore, inflight_key
+from shared.outbox import Claim, OutcomeStore, inflight_key
 from shared.ratelimit import MultiLimiter
 from shared.schemas import DeliveryAttempted, DeliveryRequested, MemberChannel, Outcome, utcnow
 from shared.settings import NotifierSettings
@@ -56,6 +70,13 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 3.0
 ALIVE_TTL_S = 10
+#: Channels whose provider posts receipts carrying our delivery id, so a dead notifier's send
+#: can be confirmed, or found never to have reached the provider and sent again.
+RECEIPT_CHANNELS: frozenset[MemberChannel] = frozenset({"sms", "whatsapp"})
+#: While a dead notifier's marker is within its grace, look for the receipt this often.
+RECEIPT_POLL_S = 3.0
+#: A job whose marker belongs to a live notifier looks again after this long.
+HELD_RETRY_S = 2.0
 
 
 def alive_key(owner: str) -> str:
@@ -75,6 +96,7 @@ class DeliveryMetrics:
     retries: Counter
     pending: Gauge
     in_flight: Gauge
+    resent_after_crash: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, deliveries: Counter) -> DeliveryMetrics:
@@ -120,6 +142,12 @@ class DeliveryMetrics:
             in_flight=Gauge(
                 "notifier_provider_requests_in_flight",
                 "Provider requests under way",
+                ["channel"],
+                registry=registry,
+            ),
+            resent_after_crash=Counter(
+                "notifier_resent_after_crash_total",
+                "Sends taken over from a dead notifier after its grace passed without a receipt",
                 ["channel"],
                 registry=registry,
             ),
@@ -248,10 +276,11 @@ class DeliveryService:
                     await _settle(msg.nak(delay=1.0))
 
     async def _dispatch(self, msg: Msg, channel: MemberChannel) -> None:
-        """Take a send slot and the rate budget, claim, then start the send.
+        """Look, take a send slot and the rate budget, claim, then start the send.
 
         The claim comes last, right before the request: a notifier killed while it waited
         for a slot or a budget leaves no in-flight marker, so that job is simply sent later.
+        A marker already on the delivery is judged first, before any budget is spent on it.
         """
         try:
             job = DeliveryRequested.model_validate_json(msg.data)
@@ -261,34 +290,102 @@ class DeliveryService:
             await _settle(msg.term())
             return
         if job.delivery_id in self.sending:
-            await _settle(msg.nak(delay=2.0))  # redelivered while we are still sending it
+            await _settle(msg.nak(delay=HELD_RETRY_S))  # redelivered while we still send it
             return
-        if await self.store.has_outcome(job.alert_id, job.recipient):
+        look = await self.store.inspect(job.alert_id, job.recipient)
+        if look.state == "done":
             await _settle(msg.ack())  # a repeat of a job already settled
             return
+        take_over_from = ""
+        if look.state == "held":
+            take_over_from = await self._judge_held(job, msg, look)
+            if not take_over_from:
+                return
         await self.slots.acquire()
         started = False
         try:
             if not await self._wait_for_budget(job, msg):
                 return
-            state, holder = await self.store.claim(job.alert_id, job.recipient, self.owner)
-            if state == "done":
+            claim = await self.store.claim(
+                job.alert_id,
+                job.recipient,
+                self.owner,
+                take_over_from=take_over_from,
+                grace_s=self._grace_s(job.channel),
+            )
+            if claim.state == "done":
                 await _settle(msg.ack())
                 return
-            if state == "held":
-                if await self.redis.exists(alive_key(holder)):
-                    await _settle(msg.nak(delay=2.0))  # another live notifier is sending it
-                    return
-                await self._record(job, "unconfirmed", msg, detail="notifier stopped mid-request")
+            if claim.state == "held":
+                # Changed since we looked (claimed by another notifier, or the receipt came
+                # in): judge it afresh on the next delivery.
+                await self._wait(job, msg, 1.0)
                 return
+            detail = ""
+            if take_over_from:
+                self.metrics.resent_after_crash.labels(job.channel).inc()
+                detail = "sent again: no receipt for a stopped notifier's request"
+                log.warning(
+                    "deliver %s: no receipt within %.0f s of a stopped notifier's request; "
+                    "sending again",
+                    job.channel,
+                    self._grace_s(job.channel),
+                    extra={"delivery_id": job.delivery_id},
+                )
             self.sending.add(job.delivery_id)
-            task = asyncio.create_task(self._send(job, msg))
+            task = asyncio.create_task(self._send(job, msg, claim.waits, detail))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
             started = True
         finally:
             if not started:
                 self.slots.release()
+
+    def _grace_s(self, channel: MemberChannel) -> float:
+        """How long a dead notifier's send may wait for its receipt; 0: never resent."""
+        return self.settings.receipt_grace_s if channel in RECEIPT_CHANNELS else 0.0
+
+    async def _judge_held(self, job: DeliveryRequested, msg: Msg, look: Claim) -> str:
+        """Settle a job whose delivery another notifier marked in flight, or say to resend it.
+
+        Returns the dead holder's token when its grace is over without a receipt (the caller
+        takes the marker over from exactly that holder and sends); "" when the job was acked
+        or handed back here.
+        """
+        if await self.redis.exists(alive_key(look.holder)):
+            await self._wait(job, msg, HELD_RETRY_S)  # another live notifier is sending it
+            return ""
+        attempts = _attempts(msg, look.waits)
+        if look.receipt:
+            # The provider reported on the dead notifier's message, so it did go out; the
+            # record step folds the receipt in (a failure receipt makes it "undelivered").
+            await self._record(
+                job,
+                "delivered",
+                msg,
+                detail="notifier stopped mid-request; confirmed by the provider's receipt",
+                attempts=attempts,
+            )
+            return ""
+        grace = self._grace_s(job.channel)
+        if grace <= 0 or look.age_s is None:
+            # No receipt can ever settle it (Telegram, e-mail, grace off, or a marker from
+            # before markers carried their time): a possible duplicate is the worse error.
+            await self._record(
+                job, "unconfirmed", msg, detail="notifier stopped mid-request", attempts=attempts
+            )
+            return ""
+        if look.age_s < grace:
+            # Receipts follow an accepted request within seconds: look again soon, but not
+            # past the end of the grace.
+            await self._wait(job, msg, max(0.1, min(RECEIPT_POLL_S, grace - look.age_s)))
+            return ""
+        return look.holder
+
+    async def _wait(self, job: DeliveryRequested, msg: Msg, delay_s: float) -> None:
+        """Hand the job back for a later look; this delivery was no send attempt."""
+        await self.store.note_wait(job.delivery_id)
+        await _settle(msg.nak(delay=delay_s))
 
     async def _wait_for_budget(self, job: DeliveryRequested, msg: Msg) -> bool:
         """Take the rate budget; hand a job back when only its chat's budget is short."""
@@ -308,9 +405,9 @@ class DeliveryService:
                 await _settle(msg.nak(delay=1.0))
                 return False
 
-    async def _send(self, job: DeliveryRequested, msg: Msg) -> None:
+    async def _send(self, job: DeliveryRequested, msg: Msg, waits: int, detail: str) -> None:
         channel = job.channel
-        attempts = _num_delivered(msg)
+        attempts = _attempts(msg, waits)
         sender = self.senders[channel]
         self.metrics.in_flight.labels(channel).inc()
         try:
@@ -344,6 +441,7 @@ class DeliveryService:
                 job,
                 "delivered",
                 msg,
+                detail=detail,
                 provider_message_id=sent.provider_message_id,
                 attempts=attempts,
             )
@@ -356,7 +454,7 @@ class DeliveryService:
         self, job: DeliveryRequested, msg: Msg, exc: SendTransient, attempts: int
     ) -> None:
         try:
-            await self.store.release(job.delivery_id)
+            await self.store.release(job.delivery_id, self.owner)
             if exc.reason == "rate_limited":
                 self.metrics.throttled.labels(job.channel).inc()
                 if exc.retry_after_s:
@@ -402,8 +500,9 @@ class DeliveryService:
                 break
             except RedisError:
                 if pause is None:
-                    # Unrecorded: leave the job unacked; the marker makes its redelivery
-                    # "unconfirmed" rather than a second message.
+                    # Unrecorded: leave the job unacked and the marker in place. Another
+                    # notifier then waits while we live and, should we die, judges it like
+                    # any dead notifier's marker (receipt, grace, "unconfirmed").
                     return
                 await asyncio.sleep(pause)
         await _settle(msg.ack())
@@ -438,6 +537,11 @@ def _num_delivered(msg: Msg) -> int:
         return int(msg.metadata.num_delivered or 1)
     except (ValueError, AttributeError, nats.errors.Error):
         return 1
+
+
+def _attempts(msg: Msg, waits: int) -> int:
+    """Send attempts so far: JetStream's delivery count less the deliveries spent waiting."""
+    return max(1, _num_delivered(msg) - waits)
 
 
 async def _settle(step: Awaitable[None]) -> None:

@@ -21,6 +21,12 @@ def attempt(outcome: Outcome, recipient: str = "sms:aa", alert: str = "a1") -> D
     )
 
 
+async def marker(redis: Redis, key: str) -> str:
+    """The raw in-flight marker ("" when there is none)."""
+    raw = await redis.get(key)
+    return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
+
 async def test_buckets_are_taken_all_or_nothing(redis_url: str) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     limiter = MultiLimiter(redis)
@@ -102,17 +108,120 @@ async def test_claim_protocol_and_outcome_upgrades(redis_url: str) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     store = OutcomeStore(redis, ttl_s=3600)
     await store.plan("a1", 2)
-    assert await store.claim("a1", "sms:aa", "owner1") == ("claimed", "")
-    assert await store.claim("a1", "sms:aa", "owner2") == ("held", "owner1")
+    assert (await store.inspect("a1", "sms:aa")).state == "free"
+    assert (await store.claim("a1", "sms:aa", "owner1")).state == "claimed"
+    held = await store.claim("a1", "sms:aa", "owner2")
+    assert (held.state, held.holder, held.receipt) == ("held", "owner1", "")
     # The first notifier died mid-request; the second records "unconfirmed", sends nothing.
     assert await store.record(attempt("unconfirmed"), inflight="ba:inflight:a1.sms:aa")
-    assert await store.claim("a1", "sms:aa", "owner2") == ("done", "")
+    assert await redis.exists("ba:inflight:a1.sms:aa") == 0
+    assert (await store.claim("a1", "sms:aa", "owner2")).state == "done"
+    assert (await store.inspect("a1", "sms:aa")).state == "done"
     # The slow first send did complete after all: "delivered" replaces "unconfirmed", once.
     assert await store.record(attempt("delivered"))
     assert not await store.record(attempt("delivered"))
     assert not await store.record(attempt("failed_permanent"))
     assert await read_reach(redis, "a1") == {"planned": 2, "delivered": 1}
     assert [o.outcome for o in await read_outcomes(redis, "a1")] == ["delivered"]
+    await redis.aclose()
+
+
+async def test_the_marker_carries_its_age_on_the_redis_clock(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    store = OutcomeStore(redis, ttl_s=3600)
+    assert (await store.claim("a3", "sms:bb", "owner1")).state == "claimed"
+    owner, _, at_ms = (await marker(redis, "ba:inflight:a3.sms:bb")).partition("|")
+    seconds, micros = await redis.time()
+    assert owner == "owner1"
+    assert 0 <= seconds * 1000 + micros // 1000 - int(at_ms) < 1000
+    await asyncio.sleep(0.3)
+    look = await store.inspect("a3", "sms:bb")
+    assert (look.state, look.holder) == ("held", "owner1")
+    assert look.age_s is not None
+    assert 0.25 <= look.age_s < 5, look
+    # Looking claims nothing: the marker is unchanged.
+    assert await marker(redis, "ba:inflight:a3.sms:bb") == f"owner1|{at_ms}"
+    # A marker written before markers carried their time: holder known, age unknown.
+    await redis.set("ba:inflight:a3.sms:old", "owner0")
+    legacy = await store.inspect("a3", "sms:old")
+    assert (legacy.state, legacy.holder, legacy.age_s) == ("held", "owner0", None)
+    await redis.aclose()
+
+
+async def test_take_over_only_from_the_same_dead_owner_after_its_grace(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    store = OutcomeStore(redis, ttl_s=3600)
+    key = "ba:inflight:a4.sms:cc"
+    assert (await store.claim("a4", "sms:cc", "dead")).state == "claimed"
+    # Within the grace: not yet, however dead the holder.
+    young = await store.claim("a4", "sms:cc", "new", take_over_from="dead", grace_s=30)
+    assert (young.state, young.holder) == ("held", "dead")
+    # Named the wrong holder: no take-over even when old enough.
+    other = await store.claim("a4", "sms:cc", "new", take_over_from="someone", grace_s=0)
+    assert (other.state, other.holder) == ("held", "dead")
+    assert (await marker(redis, key)).startswith("dead|")
+    await asyncio.sleep(0.25)
+    taken = await store.claim("a4", "sms:cc", "new", take_over_from="dead", grace_s=0.2)
+    assert taken.state == "claimed"
+    assert (await marker(redis, key)).startswith("new|")
+    # A second notifier that judged the same dead owner loses: the marker is no longer its.
+    late = await store.claim("a4", "sms:cc", "third", take_over_from="dead", grace_s=0)
+    assert (late.state, late.holder) == ("held", "new")
+    fresh = await store.inspect("a4", "sms:cc")
+    assert fresh.age_s is not None
+    assert fresh.age_s < 0.2  # the grace starts again
+    # The presumed-dead owner cannot clear its successor's marker; the successor can.
+    assert not await store.release("a4.sms:cc", "dead")
+    assert await redis.exists(key) == 1
+    assert await store.release("a4.sms:cc", "new")
+    assert await redis.exists(key) == 0
+    await redis.aclose()
+
+
+async def test_an_early_receipt_is_seen_and_blocks_a_take_over(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    store = OutcomeStore(redis, ttl_s=3600)
+    await store.plan("a5", 3)
+    for recipient in ("sms:dd", "sms:ee", "whatsapp:ff"):
+        assert (await store.claim("a5", recipient, "dead")).state == "claimed"
+    assert (await store.inspect("a5", "sms:dd")).receipt == ""
+    # The dead notifier's request did reach Twilio: its callbacks come in before any outcome,
+    # concurrently, so "delivered" may land first; the furthest status is kept.
+    assert await store.apply_receipt("a5", "sms:dd", "delivered") == 2
+    assert await store.apply_receipt("a5", "sms:dd", "sent") == 2
+    assert await store.apply_receipt("a5", "sms:ee", "queued") == 2  # queued counts too
+    assert await store.apply_receipt("a5", "whatsapp:ff", "failed") == 2
+    assert await store.apply_receipt("a5", "whatsapp:ff", "sent") == 2  # a failure stays
+    look = await store.inspect("a5", "sms:dd")
+    assert (look.state, look.holder, look.receipt) == ("held", "dead", "delivered")
+    assert (await store.inspect("a5", "sms:ee")).receipt == "queued"
+    # With a receipt in, the marker is not taken over, however old.
+    blocked = await store.claim("a5", "sms:dd", "new", take_over_from="dead", grace_s=0)
+    assert (blocked.state, blocked.receipt) == ("held", "delivered")
+    for recipient in ("sms:dd", "sms:ee", "whatsapp:ff"):
+        key = f"ba:inflight:a5.{recipient}"
+        assert await store.record(attempt("delivered", recipient, "a5"), inflight=key)
+    by = {o.recipient: o for o in await read_outcomes(redis, "a5")}
+    assert (by["sms:dd"].outcome, by["sms:dd"].receipt) == ("delivered", "delivered")
+    assert (by["sms:ee"].outcome, by["sms:ee"].receipt) == ("delivered", "queued")
+    assert (by["whatsapp:ff"].outcome, by["whatsapp:ff"].receipt) == ("undelivered", "failed")
+    assert await redis.hlen("ba:receipts-early:a5") == 0
+    assert await read_reach(redis, "a5") == {"planned": 3, "delivered": 2, "undelivered": 1}
+    await redis.aclose()
+
+
+async def test_waits_on_a_held_marker_are_counted_per_delivery(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    store = OutcomeStore(redis, ttl_s=3600)
+    assert (await store.claim("a6", "sms:gg", "dead")).state == "claimed"
+    assert (await store.inspect("a6", "sms:gg")).waits == 0
+    await store.note_wait("a6.sms:gg")
+    await store.note_wait("a6.sms:gg")
+    assert (await store.inspect("a6", "sms:gg")).waits == 2
+    taken = await store.claim("a6", "sms:gg", "new", take_over_from="dead", grace_s=0)
+    assert (taken.state, taken.waits) == ("claimed", 2)
+    assert 0 < await redis.ttl("ba:inflight-waits:a6.sms:gg") <= 3600
+    assert (await store.inspect("a6", "sms:hh")).waits == 0  # per delivery
     await redis.aclose()
 
 
@@ -127,12 +236,12 @@ async def test_receipts_move_forward_and_may_arrive_first(redis_url: str) -> Non
     assert await store.apply_receipt("a2", "sms:late", "read") == 1
     assert await store.apply_receipt("a2", "sms:late", "sent") == 1  # never moves back
     assert await store.record(attempt("unconfirmed", "sms:lost", "a2"))
-    assert await store.apply_receipt("a2", "sms:lost", "sent") == 1  # it was sent after all
+    assert await store.apply_receipt("a2", "sms:lost", "queued") == 1  # it was sent after all
     assert await store.apply_receipt("a2", "sms:x", "bogus") == 0  # not a status we know
     by = {o.recipient: o for o in await read_outcomes(redis, "a2")}
     assert (by["sms:early"].outcome, by["sms:early"].receipt) == ("delivered", "delivered")
     assert (by["sms:late"].outcome, by["sms:late"].receipt) == ("delivered", "read")
-    assert (by["sms:lost"].outcome, by["sms:lost"].receipt) == ("delivered", "sent")
+    assert (by["sms:lost"].outcome, by["sms:lost"].receipt) == ("delivered", "queued")
     assert await store.apply_receipt("a2", "sms:late", "failed") == 1
     assert await store.apply_receipt("a2", "sms:lost", "undelivered") == 1
     reach = await read_reach(redis, "a2")
