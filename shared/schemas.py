@@ -26,7 +26,7 @@ Outcome = Literal[
     "failed_permanent",  # the provider refused for good (invalid number, bot blocked, ...)
     "failed_transient",  # still failing after every retry; given up, recorded, counted
     "undelivered",  # accepted, then the provider's receipt said it never arrived
-    "unconfirmed",  # a notifier died mid-send: not resent (no duplicates); a receipt may confirm
+    "unconfirmed",  # notifier died mid-send, no receipt to tell (Telegram, e-mail): not resent
     "capped",  # the person had their hourly share of resident alerts (police notices exempt)
     "opted_out",
     "no_recipients",
