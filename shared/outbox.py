@@ -126,16 +126,15 @@ local function now_ms()
 end
 """
 
-# KEYS: outcomes hash, in-flight key, early receipts hash, waits key
+# KEYS: outcomes hash, in-flight key, early receipts hash
 # ARGV: recipient, owner token ("" to look without claiming), ttl, dead owner to take over
 #       from ("" for none), grace ms
-# Returns {state, holder, marker age ms (-1 unknown), early receipt status, waits}.
+# Returns {state, holder, marker age ms (-1 unknown), early receipt status}.
 _CLAIM = (
     _MARKER_LUA
     + """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'done', '', -1, '', 0} end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'done', '', -1, ''} end
 local receipt = redis.call('HGET', KEYS[3], ARGV[1]) or ''
-local waits = tonumber(redis.call('GET', KEYS[4]) or '0')
 local now = now_ms()
 local raw = redis.call('GET', KEYS[2])
 if raw then
@@ -147,13 +146,13 @@ if raw then
   local take = ARGV[4] ~= '' and holder == ARGV[4] and receipt == ''
     and age >= tonumber(ARGV[5])
   if ARGV[2] == '' or not (holder == ARGV[2] or take) then
-    return {'held', holder, age, receipt, waits}
+    return {'held', holder, age, receipt}
   end
 elseif ARGV[2] == '' then
-  return {'free', '', -1, receipt, waits}
+  return {'free', '', -1, receipt}
 end
 redis.call('SET', KEYS[2], ARGV[2] .. '|' .. now, 'EX', tonumber(ARGV[3]))
-return {'claimed', '', -1, receipt, waits}
+return {'claimed', '', -1, receipt}
 """
 )
 
@@ -178,15 +177,13 @@ class Claim:
     state: "done" (an outcome exists), "free" (no marker; only from `inspect`), "held" (another
     notifier's marker) or "claimed" (the marker is now ours). For "held": the holder's token and
     the marker's age in seconds (None when unknown). `receipt` is a provider status that came in
-    before any outcome was recorded ("" when none); `waits` counts the redeliveries spent
-    waiting on a held marker (see `note_wait`).
+    before any outcome was recorded ("" when none).
     """
 
     state: str
     holder: str = ""
     age_s: float | None = None
     receipt: str = ""
-    waits: int = 0
 
 
 def outcomes_key(alert_id: str) -> str:
@@ -206,10 +203,6 @@ def inflight_key(delivery_id: str) -> str:
 
 def _early_key(alert_id: str) -> str:
     return f"ba:receipts-early:{alert_id}"
-
-
-def _waits_key(delivery_id: str) -> str:
-    return f"ba:inflight-waits:{delivery_id}"
 
 
 class OutcomeStore:
@@ -282,8 +275,8 @@ class OutcomeStore:
         self, alert_id: str, recipient: str, owner: str, take_over_from: str, grace_s: float
     ) -> Claim:
         did = delivery_id(alert_id, recipient)
-        state, holder, age_ms, receipt, waits = await self._claim(
-            keys=[outcomes_key(alert_id), inflight_key(did), _early_key(alert_id), _waits_key(did)],
+        state, holder, age_ms, receipt = await self._claim(
+            keys=[outcomes_key(alert_id), inflight_key(did), _early_key(alert_id)],
             args=[recipient, owner, self.ttl_s, take_over_from, int(grace_s * 1000)],
         )
         age = int(age_ms)
@@ -292,20 +285,7 @@ class OutcomeStore:
             holder=_text(holder),
             age_s=age / 1000 if age >= 0 else None,
             receipt=_text(receipt),
-            waits=int(waits),
         )
-
-    async def note_wait(self, delivery_id: str) -> None:
-        """Count one redelivery spent waiting on a held marker, not sending.
-
-        JetStream's delivery count is what we count send attempts by; these waits are taken
-        off it, so waiting out a dead notifier's grace does not use up the retries.
-        """
-        key = _waits_key(delivery_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.ttl_s)
-            await pipe.execute()
 
     async def has_outcome(self, alert_id: str, recipient: str) -> bool:
         """Whether this (alert, recipient) already has its outcome."""

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.notices import Notice
 from shared.subjects import Channel
@@ -154,6 +154,33 @@ class DeliveryRequested(_Event):
     priority: Priority
     accepted_at: AwareDatetime = Field(description="When the edge accepted the alert")
     requested_at: AwareDatetime
+    # A job handed back (retry after a failure, or a wait) is queued again as a message of its
+    # own; these carry its history, as JetStream's delivery count restarts with the new message.
+    prior_attempts: int = Field(0, ge=0, description="Provider requests made before this message")
+    requeues: int = Field(0, ge=0, description="Times this job was queued again")
+    not_before: AwareDatetime | None = Field(None, description="Not to be tried before this")
+
+
+class DeliveryJobs(_Event):
+    """One JetStream message on a delivery queue: up to a few seconds' budget of jobs.
+
+    One message per job would make JetStream's per-message write the ceiling of a fan-out;
+    jobs travel together instead, all for one alert, channel and priority.
+    """
+
+    jobs: list[DeliveryRequested] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_queue(self) -> DeliveryJobs:
+        first = self.jobs[0]
+        for job in self.jobs:
+            if (job.alert_id, job.channel, job.priority) != (
+                first.alert_id,
+                first.channel,
+                first.priority,
+            ):
+                raise ValueError("jobs of one message share alert, channel and priority")
+        return self
 
 
 class ReplyRequested(_Event):

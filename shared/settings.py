@@ -144,6 +144,12 @@ class NotifierSettings(ConsumerSettings):
     # Provider limits (messages per second or minute); we plan at limit_share of each so clock
     # jitter between us and the provider never tips a burst over.
     limit_share: float = Field(0.95, gt=0, le=1)
+    budget_reserve_s: float = Field(
+        0.25,
+        ge=0,
+        le=5,
+        description="a send may reserve its budget this far ahead, keeping an exact schedule",
+    )
     telegram_per_second: float = Field(30, gt=0, description="per bot (Telegram: about 30/s)")
     telegram_chat_per_second: float = Field(1, gt=0, description="per private chat")
     telegram_group_per_minute: float = Field(20, gt=0, description="per Telegram group chat")

@@ -5,6 +5,8 @@ Subjects stay low-cardinality: ids travel in payloads and headers, never in subj
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Final, Literal
 
 Channel = Literal["web", "sms", "telegram", "whatsapp", "dispatch"]
@@ -57,9 +59,19 @@ def deliver_durable(channel: DeliverChannel, priority: Priority) -> str:
     return f"deliver-{channel}-{priority}"
 
 
-def delivery_msg_id(delivery_id: str) -> str:
-    """Nats-Msg-Id of a delivery job, so a repeated fan-out publishes each job once."""
-    return f"deliver:{delivery_id}"
+def delivery_msg_id(delivery_ids: Sequence[str], requeues: int = 0) -> str:
+    """Nats-Msg-Id of a message of delivery jobs, so a repeated fan-out publishes it once.
+
+    Made from the jobs it carries (one job: its delivery id; several: a digest of them), so
+    the same jobs give the same id and different ones never share one. A job queued again
+    carries how often it was, which keeps each new message apart from the one before.
+    """
+    if len(delivery_ids) == 1:
+        base = delivery_ids[0]
+    else:
+        digest = hashlib.sha256("\n".join(sorted(delivery_ids)).encode()).hexdigest()
+        base = f"jobs:{digest[:32]}"
+    return f"deliver:{base}:q{requeues}" if requeues else f"deliver:{base}"
 
 
 def dead_letter(stage: Literal["router", "notifier"]) -> str:

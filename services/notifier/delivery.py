@@ -39,6 +39,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import nats
@@ -58,12 +59,21 @@ from services.notifier.channels.base import (
     SendPermanent,
     SendTransient,
 )
+from services.notifier.jobs import packed_retry, publish
 from services.notifier.limits import account_bucket, buckets_for, police_flag
 from shared import subjects
+from shared.errors import TransientError
 from shared.observability import latency_histogram
 from shared.outbox import Claim, OutcomeStore, inflight_key
 from shared.ratelimit import MultiLimiter
-from shared.schemas import DeliveryAttempted, DeliveryRequested, MemberChannel, Outcome, utcnow
+from shared.schemas import (
+    DeliveryAttempted,
+    DeliveryJobs,
+    DeliveryRequested,
+    MemberChannel,
+    Outcome,
+    utcnow,
+)
 from shared.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
@@ -77,6 +87,8 @@ RECEIPT_CHANNELS: frozenset[MemberChannel] = frozenset({"sms", "whatsapp"})
 RECEIPT_POLL_S = 3.0
 #: A job whose marker belongs to a live notifier looks again after this long.
 HELD_RETRY_S = 2.0
+#: Messages fetched at a time by one queue's loop.
+FETCH_MAX = 4
 
 
 def alive_key(owner: str) -> str:
@@ -154,6 +166,95 @@ class DeliveryMetrics:
         )
 
 
+class _Batch:
+    """One fetched message and how many of its jobs are still under way.
+
+    The message is acked once every job in it is settled (an outcome recorded, or the job
+    queued again as a message of its own); kept in progress meanwhile. If any job could be
+    neither, the message is handed back whole: its settled jobs are skipped next time.
+    """
+
+    def __init__(self, msg: Msg, jobs: int, keep_alive_s: float) -> None:
+        self.msg = msg
+        self.open = jobs
+        self.abandoned = False
+        self._beat = asyncio.create_task(self._keep_alive(keep_alive_s))
+
+    async def _keep_alive(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await _settle(self.msg.in_progress())
+
+    async def finish_one(self, *, abandoned: bool = False) -> None:
+        """One job is settled (or abandoned); settle the message after the last."""
+        self.abandoned = self.abandoned or abandoned
+        self.open -= 1
+        if self.open > 0:
+            return
+        self._beat.cancel()
+        if self.abandoned:
+            await _settle(self.msg.nak(delay=1.0))
+        else:
+            await _settle(self.msg.ack())
+
+    async def hand_back(self, delay_s: float) -> bool:
+        """Hand a message of one job back unchanged, to come again after delay_s."""
+        if self.open != 1:
+            return False
+        self.open = 0
+        self._beat.cancel()
+        await _settle(self.msg.nak(delay=delay_s))
+        return True
+
+
+@dataclass(slots=True)
+class _Lease:
+    """One job of a fetched message, and the ways to be done with it."""
+
+    job: DeliveryRequested
+    batch: _Batch
+    service: DeliveryService
+
+    @property
+    def attempts(self) -> int:
+        """Provider requests for this job, the one under way included."""
+        return self.job.prior_attempts + 1
+
+    async def done(self) -> None:
+        """The job has its outcome (or needs none)."""
+        await self.batch.finish_one()
+
+    async def abandon(self) -> None:
+        """Neither settled nor queued again: the message must come back."""
+        await self.batch.finish_one(abandoned=True)
+
+    async def later(self, delay_s: float, *, attempted: bool = False) -> None:
+        """Queue the job again, not to be tried before delay_s from now.
+
+        As a message of its own, carrying its history: JetStream's delivery count starts anew
+        with the new message, and a message of many jobs cannot wait for one of them.
+        """
+        job = self.job
+        retry = job.model_copy(
+            update={
+                "prior_attempts": job.prior_attempts + (1 if attempted else 0),
+                "requeues": job.requeues + 1,
+                "not_before": utcnow() + timedelta(seconds=max(0.0, delay_s)),
+            }
+        )
+        try:
+            await self.service.requeue(retry)
+        except TransientError:
+            await self.abandon()
+            return
+        await self.done()
+
+    async def not_yet(self, delay_s: float) -> None:
+        """A job queued again came before its time: wait without counting an attempt."""
+        if not await self.batch.hand_back(delay_s):
+            await self.later(delay_s)
+
+
 class DeliveryService:
     """Runs the delivery workers of every configured channel in one notifier process."""
 
@@ -170,10 +271,11 @@ class DeliveryService:
         self.metrics = metrics
         self.owner = secrets.token_hex(8)
         self.store = OutcomeStore(redis, settings.outcome_ttl_s, settings.outbox_max_len)
-        self.limiter = MultiLimiter(redis)
+        self.limiter = MultiLimiter(redis, max_reserve_s=settings.budget_reserve_s)
         self.sending: set[str] = set()  # delivery ids this process is sending right now
         self.slots = asyncio.Semaphore(settings.send_concurrency)
         self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -184,7 +286,7 @@ class DeliveryService:
             return
         await self.redis.set(alive_key(self.owner), "1", ex=ALIVE_TTL_S)
         self._nc = await nats.connect(self.settings.nats_url, max_reconnect_attempts=-1)
-        js = self._nc.jetstream()
+        js = self._js = self._nc.jetstream()
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         for channel in self.senders:
             for priority in subjects.PRIORITIES:
@@ -247,10 +349,12 @@ class DeliveryService:
                 self.metrics.pending.labels(channel, priority).set(waiting)
             await asyncio.sleep(2.0)
 
-    def _batch_size(self, channel: MemberChannel) -> int:
-        # About a quarter second of the channel's budget: police jobs never wait behind more.
+    def _fetch_size(self, channel: MemberChannel) -> int:
+        # A message of fan-out jobs holds a couple of seconds of the channel's budget (see
+        # jobs.py); a few at a time leave the rest to other replicas, and police jobs have a
+        # loop of their own, so they never wait behind these.
         per_second = account_bucket(channel, self.settings).limit.per_second
-        return max(1, min(self.settings.batch_size, int(per_second / 4) or 1))
+        return max(1, min(FETCH_MAX, self.settings.batch_size, int(per_second / 4) or 1))
 
     async def _loop(
         self,
@@ -258,10 +362,10 @@ class DeliveryService:
         channel: MemberChannel,
         priority: subjects.Priority,
     ) -> None:
-        batch = self._batch_size(channel)
+        size = self._fetch_size(channel)
         while not self._stopping.is_set():
             try:
-                msgs = await sub.fetch(batch, timeout=1.0)
+                msgs = await sub.fetch(size, timeout=1.0)
             except TimeoutError:  # nats-py raises asyncio's (and its own subclass): no jobs
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
@@ -269,43 +373,117 @@ class DeliveryService:
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
-                try:
-                    await self._dispatch(msg, channel)
-                except RedisError as exc:
-                    log.warning("deliver %s: redis %s; retry later", channel, type(exc).__name__)
-                    await _settle(msg.nak(delay=1.0))
+                jobs = await self._unpack(msg, channel)
+                if not jobs:
+                    continue
+                batch = _Batch(msg, len(jobs), self.settings.ack_wait_s / 3)
+                for job in jobs:
+                    lease = _Lease(job, batch, self)
+                    try:
+                        await self._dispatch(lease)
+                    except RedisError as exc:
+                        log.warning(
+                            "deliver %s: redis %s; retry later", channel, type(exc).__name__
+                        )
+                        await lease.abandon()
 
-    async def _dispatch(self, msg: Msg, channel: MemberChannel) -> None:
+    async def _unpack(self, msg: Msg, channel: MemberChannel) -> list[DeliveryRequested]:
+        """The jobs a message carries; a message that holds none is dead-lettered."""
+        try:
+            return DeliveryJobs.model_validate_json(msg.data).jobs
+        except ValidationError:
+            pass
+        try:  # one bare job, as queued before jobs travelled together
+            return [DeliveryRequested.model_validate_json(msg.data)]
+        except ValidationError:
+            pass
+        log.error("deliver %s: not DeliveryJobs v1; dead-lettered", channel)
+        self.metrics.deliveries.labels(channel, "poison").inc()
+        try:
+            await self._dead_letter(msg)
+        except TransientError:
+            await _settle(msg.nak(delay=5.0))
+            return []
+        await _settle(msg.term())
+        return []
+
+    async def _dead_letter(self, msg: Msg) -> None:
+        """Park an undecodable message on the notifier's dead-letter subject."""
+        if self._js is None:
+            raise TransientError("not connected")
+        seq = msg.metadata.sequence.stream if msg.metadata.sequence else 0
+        try:
+            await self._js.publish(
+                subjects.dead_letter("notifier"),
+                msg.data,
+                stream=self.settings.stream_name,
+                headers={
+                    subjects.MSG_ID_HEADER: f"dead:deliver:{seq}",
+                    "Buurtalert-Reason": "permanent",
+                    "Buurtalert-Detail": "not DeliveryJobs v1",
+                },
+            )
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise TransientError(f"dead letter: {type(exc).__name__}") from exc
+
+    async def requeue(self, job: DeliveryRequested) -> None:
+        """Queue a job handed back as a message of its own; TransientError if not stored."""
+        if self._js is None:
+            raise TransientError("not connected")
+        await publish(self._js, self.settings, [packed_retry(job)])
+
+    async def _dispatch(self, lease: _Lease) -> None:
         """Look, take a send slot and the rate budget, claim, then start the send.
 
         The claim comes last, right before the request: a notifier killed while it waited
         for a slot or a budget leaves no in-flight marker, so that job is simply sent later.
         A marker already on the delivery is judged first, before any budget is spent on it.
         """
-        try:
-            job = DeliveryRequested.model_validate_json(msg.data)
-        except ValidationError:
-            log.error("deliver %s: not a DeliveryRequested v1; terminated", channel)
-            self.metrics.deliveries.labels(channel, "poison").inc()
-            await _settle(msg.term())
-            return
+        job = lease.job
+        if job.not_before is not None:
+            early_s = (job.not_before - utcnow()).total_seconds()
+            if early_s > 0.01:
+                await lease.not_yet(early_s)
+                return
         if job.delivery_id in self.sending:
-            await _settle(msg.nak(delay=HELD_RETRY_S))  # redelivered while we still send it
+            await lease.later(HELD_RETRY_S)  # queued again while we still send it
             return
         look = await self.store.inspect(job.alert_id, job.recipient)
         if look.state == "done":
-            await _settle(msg.ack())  # a repeat of a job already settled
+            await lease.done()  # a repeat of a job already settled
             return
         take_over_from = ""
         if look.state == "held":
-            take_over_from = await self._judge_held(job, msg, look)
+            take_over_from = await self._judge_held(lease, look)
             if not take_over_from:
                 return
         await self.slots.acquire()
         started = False
         try:
-            if not await self._wait_for_budget(job, msg):
+            wait_s = await self._wait_for_budget(lease)
+            if wait_s is None:
                 return
+            # The budget may be a reservation a moment ahead: the send task keeps that time,
+            # and this loop goes on to take the next job's budget meanwhile.
+            self.sending.add(job.delivery_id)
+            task = asyncio.create_task(
+                self._claim_and_send(lease, take_over_from, time.monotonic() + wait_s)
+            )
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+            started = True
+        finally:
+            if not started:
+                self.slots.release()
+
+    async def _claim_and_send(self, lease: _Lease, take_over_from: str, send_at: float) -> None:
+        """At the budget's time, claim the delivery and make the provider request."""
+        job = lease.job
+        sending = False
+        try:
+            delay = send_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
             claim = await self.store.claim(
                 job.alert_id,
                 job.recipient,
@@ -314,12 +492,12 @@ class DeliveryService:
                 grace_s=self._grace_s(job.channel),
             )
             if claim.state == "done":
-                await _settle(msg.ack())
+                await lease.done()
                 return
             if claim.state == "held":
                 # Changed since we looked (claimed by another notifier, or the receipt came
-                # in): judge it afresh on the next delivery.
-                await self._wait(job, msg, 1.0)
+                # in): judge it afresh a moment later.
+                await lease.later(1.0)
                 return
             detail = ""
             if take_over_from:
@@ -332,37 +510,38 @@ class DeliveryService:
                     self._grace_s(job.channel),
                     extra={"delivery_id": job.delivery_id},
                 )
-            self.sending.add(job.delivery_id)
-            task = asyncio.create_task(self._send(job, msg, claim.waits, detail))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-            started = True
+            sending = True
+            await self._send(lease, detail)
+        except RedisError as exc:
+            log.warning("deliver %s: redis %s; retry later", job.channel, type(exc).__name__)
+            await lease.abandon()
         finally:
-            if not started:
+            if not sending:
+                self.sending.discard(job.delivery_id)
                 self.slots.release()
 
     def _grace_s(self, channel: MemberChannel) -> float:
         """How long a dead notifier's send may wait for its receipt; 0: never resent."""
         return self.settings.receipt_grace_s if channel in RECEIPT_CHANNELS else 0.0
 
-    async def _judge_held(self, job: DeliveryRequested, msg: Msg, look: Claim) -> str:
+    async def _judge_held(self, lease: _Lease, look: Claim) -> str:
         """Settle a job whose delivery another notifier marked in flight, or say to resend it.
 
         Returns the dead holder's token when its grace is over without a receipt (the caller
         takes the marker over from exactly that holder and sends); "" when the job was acked
         or handed back here.
         """
+        job = lease.job
         if await self.redis.exists(alive_key(look.holder)):
-            await self._wait(job, msg, HELD_RETRY_S)  # another live notifier is sending it
+            await lease.later(HELD_RETRY_S)  # another live notifier is sending it
             return ""
-        attempts = _attempts(msg, look.waits)
+        attempts = lease.attempts
         if look.receipt:
             # The provider reported on the dead notifier's message, so it did go out; the
             # record step folds the receipt in (a failure receipt makes it "undelivered").
             await self._record(
-                job,
+                lease,
                 "delivered",
-                msg,
                 detail="notifier stopped mid-request; confirmed by the provider's receipt",
                 attempts=attempts,
             )
@@ -372,42 +551,42 @@ class DeliveryService:
             # No receipt can ever settle it (Telegram, e-mail, grace off, or a marker from
             # before markers carried their time): a possible duplicate is the worse error.
             await self._record(
-                job, "unconfirmed", msg, detail="notifier stopped mid-request", attempts=attempts
+                lease, "unconfirmed", detail="notifier stopped mid-request", attempts=attempts
             )
             return ""
         if look.age_s < grace:
             # Receipts follow an accepted request within seconds: look again soon, but not
             # past the end of the grace.
-            await self._wait(job, msg, max(0.1, min(RECEIPT_POLL_S, grace - look.age_s)))
+            await lease.later(max(0.1, min(RECEIPT_POLL_S, grace - look.age_s)))
             return ""
         return look.holder
 
-    async def _wait(self, job: DeliveryRequested, msg: Msg, delay_s: float) -> None:
-        """Hand the job back for a later look; this delivery was no send attempt."""
-        await self.store.note_wait(job.delivery_id)
-        await _settle(msg.nak(delay=delay_s))
+    async def _wait_for_budget(self, lease: _Lease) -> float | None:
+        """Take the rate budget: seconds until it may be used, or None (handed back).
 
-    async def _wait_for_budget(self, job: DeliveryRequested, msg: Msg) -> bool:
-        """Take the rate budget; hand a job back when only its chat's budget is short."""
+        A job is handed back when only its chat's budget is short.
+        """
+        job = lease.job
         buckets = buckets_for(job, self.settings)
         flag = police_flag(job.channel)
         while True:
             grant = await self.limiter.acquire(buckets, job.priority, flag)
             if grant.allowed:
-                return True
+                return grant.wait_s
             self.metrics.rate_limited.labels(job.channel, grant.denied_by).inc()
             if grant.denied_by in ("chat", "group") and grant.wait_s > 0.5:
                 # One busy chat must not hold up everyone else's messages.
-                await _settle(msg.nak(delay=grant.wait_s))
-                return False
+                await lease.later(grant.wait_s)
+                return None
             await asyncio.sleep(min(grant.wait_s, 1.0))
             if self._stopping.is_set():
-                await _settle(msg.nak(delay=1.0))
-                return False
+                await lease.abandon()
+                return None
 
-    async def _send(self, job: DeliveryRequested, msg: Msg, waits: int, detail: str) -> None:
+    async def _send(self, lease: _Lease, detail: str) -> None:
+        job = lease.job
         channel = job.channel
-        attempts = _attempts(msg, waits)
+        attempts = lease.attempts
         sender = self.senders[channel]
         self.metrics.in_flight.labels(channel).inc()
         try:
@@ -429,18 +608,17 @@ class DeliveryService:
                 else:
                     raise
         except SendTransient as exc:
-            await self._transient(job, msg, exc, attempts)
+            await self._transient(lease, exc)
         except SendPermanent as exc:
-            await self._record(job, "failed_permanent", msg, detail=exc.reason, attempts=attempts)
+            await self._record(lease, "failed_permanent", detail=exc.reason, attempts=attempts)
         except Exception as exc:  # an adapter bug must not lose the job
             log.exception("deliver %s: unexpected %s", channel, type(exc).__name__)
-            await self._transient(job, msg, SendTransient("network", type(exc).__name__), attempts)
+            await self._transient(lease, SendTransient("network", type(exc).__name__))
         else:
             _observe(self.metrics.accept_to_delivery, channel, job)
             await self._record(
-                job,
+                lease,
                 "delivered",
-                msg,
                 detail=detail,
                 provider_message_id=sent.provider_message_id,
                 attempts=attempts,
@@ -450,9 +628,9 @@ class DeliveryService:
             self.sending.discard(job.delivery_id)
             self.slots.release()
 
-    async def _transient(
-        self, job: DeliveryRequested, msg: Msg, exc: SendTransient, attempts: int
-    ) -> None:
+    async def _transient(self, lease: _Lease, exc: SendTransient) -> None:
+        job = lease.job
+        attempts = lease.attempts
         try:
             await self.store.release(job.delivery_id, self.owner)
             if exc.reason == "rate_limited":
@@ -463,24 +641,27 @@ class DeliveryService:
                     )
             if attempts >= self.settings.max_send_attempts:
                 await self._record(
-                    job, "failed_transient", msg, detail=f"gave up: {exc.reason}", attempts=attempts
+                    lease, "failed_transient", detail=f"gave up: {exc.reason}", attempts=attempts
                 )
                 return
         except RedisError:
-            pass  # the marker stays; JetStream redelivers after ack_wait and sorts it out
+            # The marker stays; the message comes back after ack_wait and sorts it out.
+            await lease.abandon()
+            return
         self.metrics.retries.labels(job.channel, exc.reason).inc()
-        await _settle(msg.nak(delay=retry_delay_s(attempts, exc.retry_after_s, self.settings)))
+        delay = retry_delay_s(attempts, exc.retry_after_s, self.settings)
+        await lease.later(delay, attempted=True)
 
     async def _record(
         self,
-        job: DeliveryRequested,
+        lease: _Lease,
         outcome: Outcome,
-        msg: Msg,
         *,
         detail: str = "",
         provider_message_id: str = "",
         attempts: int = 1,
     ) -> None:
+        job = lease.job
         attempt = DeliveryAttempted(
             alert_id=job.alert_id,
             recipient=job.recipient,
@@ -500,12 +681,13 @@ class DeliveryService:
                 break
             except RedisError:
                 if pause is None:
-                    # Unrecorded: leave the job unacked and the marker in place. Another
+                    # Unrecorded: leave the message unacked and the marker in place. Another
                     # notifier then waits while we live and, should we die, judges it like
                     # any dead notifier's marker (receipt, grace, "unconfirmed").
+                    await lease.abandon()
                     return
                 await asyncio.sleep(pause)
-        await _settle(msg.ack())
+        await lease.done()
 
 
 async def _forever(loop: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -530,18 +712,6 @@ def retry_delay_s(attempts: int, retry_after_s: float | None, settings: Notifier
 
 def _observe(histogram: Histogram, channel: str, job: DeliveryRequested) -> None:
     histogram.labels(channel).observe(max(0.0, time.time() - job.accepted_at.timestamp()))
-
-
-def _num_delivered(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_delivered or 1)
-    except (ValueError, AttributeError, nats.errors.Error):
-        return 1
-
-
-def _attempts(msg: Msg, waits: int) -> int:
-    """Send attempts so far: JetStream's delivery count less the deliveries spent waiting."""
-    return max(1, _num_delivered(msg) - waits)
 
 
 async def _settle(step: Awaitable[None]) -> None:

@@ -30,6 +30,7 @@ from shared.schemas import (
     DeliveryRequested,
     Member,
     Outcome,
+    Priority,
     ReplyRequested,
     delivery_id,
     utcnow,
@@ -122,6 +123,14 @@ def register(
                     )
                 )
                 sessions = await _whatsapp_sessions(runtime.redis, todo)
+                # One text per relation ("in your area" or "next to it"), not one per person.
+                texts = {
+                    relation: render(alert, relation, incident_count=routed.incident_count)
+                    for relation in ("in_area", "adjacent")
+                }
+                headline = subject(alert, incident_count=routed.incident_count)
+                priority: Priority = "police" if police else "resident"
+                now = utcnow()
                 jobs: list[DeliveryRequested] = []
                 for recipient in todo:
                     skip: Outcome | None = None
@@ -142,7 +151,7 @@ def register(
                         if await store.record(skipped):
                             deliveries.labels(skipped.channel, skip).inc()
                         continue
-                    text = render(alert, recipient.relation, incident_count=routed.incident_count)
+                    text = texts[recipient.relation]
                     if recipient.channel in queue.channels:
                         jobs.append(
                             DeliveryRequested(
@@ -154,11 +163,11 @@ def register(
                                 channel=recipient.channel,
                                 address=recipient.address,
                                 text=text,
-                                subject=subject(alert, incident_count=routed.incident_count),
+                                subject=headline,
                                 in_session=recipient.key in sessions,
-                                priority="police" if police else "resident",
+                                priority=priority,
                                 accepted_at=alert.received_at,
-                                requested_at=utcnow(),
+                                requested_at=now,
                             )
                         )
                         continue

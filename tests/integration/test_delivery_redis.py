@@ -210,21 +210,6 @@ async def test_an_early_receipt_is_seen_and_blocks_a_take_over(redis_url: str) -
     await redis.aclose()
 
 
-async def test_waits_on_a_held_marker_are_counted_per_delivery(redis_url: str) -> None:
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    store = OutcomeStore(redis, ttl_s=3600)
-    assert (await store.claim("a6", "sms:gg", "dead")).state == "claimed"
-    assert (await store.inspect("a6", "sms:gg")).waits == 0
-    await store.note_wait("a6.sms:gg")
-    await store.note_wait("a6.sms:gg")
-    assert (await store.inspect("a6", "sms:gg")).waits == 2
-    taken = await store.claim("a6", "sms:gg", "new", take_over_from="dead", grace_s=0)
-    assert (taken.state, taken.waits) == ("claimed", 2)
-    assert 0 < await redis.ttl("ba:inflight-waits:a6.sms:gg") <= 3600
-    assert (await store.inspect("a6", "sms:hh")).waits == 0  # per delivery
-    await redis.aclose()
-
-
 async def test_receipts_move_forward_and_may_arrive_first(redis_url: str) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     store = OutcomeStore(redis, ttl_s=3600)
