@@ -112,13 +112,21 @@ return 0
 )
 
 # The in-flight marker is "<owner>|<ms>", ms from Redis TIME: one clock for every notifier, so
-# a marker's age means the same to all of them. A marker without "|" (written before markers
-# carried their time) has age -1: unknown.
+# a marker's age means the same to all of them; "<owner>|<ms>|c" once the owner passed the
+# point after which the provider may have the message (see `commit`). A marker without "|"
+# (written before markers carried their time) has age -1: unknown.
 _MARKER_LUA = """
 local function parse_marker(raw)
   local sep = string.find(raw, '|', 1, true)
-  if not sep then return raw, -1 end
-  return string.sub(raw, 1, sep - 1), tonumber(string.sub(raw, sep + 1)) or -1
+  if not sep then return raw, -1, false end
+  local rest = string.sub(raw, sep + 1)
+  local committed = false
+  local sep2 = string.find(rest, '|', 1, true)
+  if sep2 then
+    committed = string.sub(rest, sep2 + 1) == 'c'
+    rest = string.sub(rest, 1, sep2 - 1)
+  end
+  return string.sub(raw, 1, sep - 1), tonumber(rest) or -1, committed
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -128,31 +136,50 @@ end
 
 # KEYS: outcomes hash, in-flight key, early receipts hash
 # ARGV: recipient, owner token ("" to look without claiming), ttl, dead owner to take over
-#       from ("" for none), grace ms
-# Returns {state, holder, marker age ms (-1 unknown), early receipt status}.
+#       from ("" for none), grace ms, "uncommitted" to take over only a marker never committed
+# Returns {state, holder, marker age ms (-1 unknown), early receipt status, committed 0/1}.
 _CLAIM = (
     _MARKER_LUA
     + """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'done', '', -1, ''} end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'done', '', -1, '', 0} end
 local receipt = redis.call('HGET', KEYS[3], ARGV[1]) or ''
 local now = now_ms()
 local raw = redis.call('GET', KEYS[2])
 if raw then
-  local holder, at = parse_marker(raw)
+  local holder, at, committed = parse_marker(raw)
   local age = -1
   if at >= 0 then age = math.max(0, now - at) end
-  -- A take-over only from the very owner the caller found dead, only once its grace is over
-  -- and only while no receipt says the provider has the message: otherwise it looks again.
+  -- A take-over only from the very owner the caller found dead, and only while no receipt
+  -- says the provider has the message: once its grace is over, or (where the owner marks the
+  -- point of no return) as long as it never got there. Otherwise it looks again.
   local take = ARGV[4] ~= '' and holder == ARGV[4] and receipt == ''
-    and age >= tonumber(ARGV[5])
+  if ARGV[6] == 'uncommitted' then
+    take = take and not committed
+  else
+    take = take and age >= tonumber(ARGV[5])
+  end
   if ARGV[2] == '' or not (holder == ARGV[2] or take) then
-    return {'held', holder, age, receipt}
+    return {'held', holder, age, receipt, committed and 1 or 0}
   end
 elseif ARGV[2] == '' then
-  return {'free', '', -1, receipt}
+  return {'free', '', -1, receipt, 0}
 end
 redis.call('SET', KEYS[2], ARGV[2] .. '|' .. now, 'EX', tonumber(ARGV[3]))
-return {'claimed', '', -1, receipt}
+return {'claimed', '', -1, receipt, 0}
+"""
+)
+
+# KEYS: in-flight key; ARGV: owner token. Marks our marker committed: from here on the provider
+# may have the message. 0 when the marker is no longer ours (taken over: do not send).
+_COMMIT = (
+    _MARKER_LUA
+    + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local holder, at = parse_marker(raw)
+if holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], holder .. '|' .. at .. '|c', 'KEEPTTL')
+return 1
 """
 )
 
@@ -177,13 +204,15 @@ class Claim:
     state: "done" (an outcome exists), "free" (no marker; only from `inspect`), "held" (another
     notifier's marker) or "claimed" (the marker is now ours). For "held": the holder's token and
     the marker's age in seconds (None when unknown). `receipt` is a provider status that came in
-    before any outcome was recorded ("" when none).
+    before any outcome was recorded ("" when none). `committed`: the holder marked the point
+    after which the provider may have the message (see `commit`).
     """
 
     state: str
     holder: str = ""
     age_s: float | None = None
     receipt: str = ""
+    committed: bool = False
 
 
 def outcomes_key(alert_id: str) -> str:
@@ -216,6 +245,7 @@ class OutcomeStore:
         self._receipt = redis.register_script(_RECEIPT)
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._commit = redis.register_script(_COMMIT)
 
     async def record(
         self,
@@ -257,27 +287,52 @@ class OutcomeStore:
         *,
         take_over_from: str = "",
         grace_s: float = 0.0,
+        only_uncommitted: bool = False,
     ) -> Claim:
         """Take a delivery right before its provider request.
 
         "done" when it already has an outcome, "held" when another notifier's marker is on
         it, "claimed" when it is ours to send now. With `take_over_from` (a holder found dead)
         the marker is taken over, but only if that same owner still holds it, it is at least
-        `grace_s` old and no receipt for it has come in; else "held" again.
+        `grace_s` old (or, with `only_uncommitted`, never committed) and no receipt for it has
+        come in; else "held" again.
         """
-        return await self._run_claim(alert_id, recipient, owner, take_over_from, grace_s)
+        return await self._run_claim(
+            alert_id, recipient, owner, take_over_from, grace_s, only_uncommitted
+        )
 
     async def inspect(self, alert_id: str, recipient: str) -> Claim:
         """Look at a delivery without claiming it: "done", "free" or "held"."""
-        return await self._run_claim(alert_id, recipient, "", "", 0.0)
+        return await self._run_claim(alert_id, recipient, "", "", 0.0, False)
+
+    async def commit(self, delivery_id: str, owner: str) -> bool:
+        """Mark our in-flight delivery as past its point of no return, right before it.
+
+        False when the marker is no longer ours (another notifier took it over, judging us
+        dead): then the message must not be sent.
+        """
+        return bool(await self._commit(keys=[inflight_key(delivery_id)], args=[owner]))
 
     async def _run_claim(
-        self, alert_id: str, recipient: str, owner: str, take_over_from: str, grace_s: float
+        self,
+        alert_id: str,
+        recipient: str,
+        owner: str,
+        take_over_from: str,
+        grace_s: float,
+        only_uncommitted: bool,
     ) -> Claim:
         did = delivery_id(alert_id, recipient)
-        state, holder, age_ms, receipt = await self._claim(
+        state, holder, age_ms, receipt, committed = await self._claim(
             keys=[outcomes_key(alert_id), inflight_key(did), _early_key(alert_id)],
-            args=[recipient, owner, self.ttl_s, take_over_from, int(grace_s * 1000)],
+            args=[
+                recipient,
+                owner,
+                self.ttl_s,
+                take_over_from,
+                int(grace_s * 1000),
+                "uncommitted" if only_uncommitted else "",
+            ],
         )
         age = int(age_ms)
         return Claim(
@@ -285,6 +340,7 @@ class OutcomeStore:
             holder=_text(holder),
             age_s=age / 1000 if age >= 0 else None,
             receipt=_text(receipt),
+            committed=bool(int(committed)),
         )
 
     async def has_outcome(self, alert_id: str, recipient: str) -> bool:

@@ -21,9 +21,14 @@ Exactly one message per (alert, recipient, channel):
     receipt the provider never accepted the request (the notifier died before it got there):
     the marker is taken over, atomically and only from that same dead owner, and the message
     sent now (`notifier_resent_after_crash_total`).
-  - Telegram and e-mail have no receipts, so nothing could tell a sent message from a lost one:
-    it is recorded "unconfirmed" and NOT resent, as a second message to a person is worse than
-    an unknown. So is a dead notifier's marker on any channel when `receipt_grace_s` is 0.
+  - E-mail marks its point of no return: right before DATA (until the end of DATA a relay has
+    accepted nothing) the marker is committed, atomically and only if still ours. A dead
+    notifier's uncommitted marker is taken over and the e-mail sent at once; a committed one
+    is recorded "unconfirmed" and NOT resent.
+  - Telegram has neither receipts nor such a point (one HTTP request), so nothing could tell a
+    sent message from a lost one: it is recorded "unconfirmed" and NOT resent, as a second
+    message to a person is worse than an unknown. So is a dead notifier's marker on SMS and
+    WhatsApp when `receipt_grace_s` is 0.
 The grace must outlast a provider request (`provider_timeout_s`) plus the receipt's way back; a
 receipt that comes later than that, or never reaches the edge (e.g. `public_url` not reachable
 by the provider), would let a sent message be sent twice.
@@ -56,6 +61,7 @@ from redis.exceptions import RedisError
 from services.notifier.channels.base import (
     ChannelSender,
     OutboundMessage,
+    SendAbandoned,
     SendPermanent,
     SendTransient,
 )
@@ -83,6 +89,9 @@ ALIVE_TTL_S = 10
 #: Channels whose provider posts receipts carrying our delivery id, so a dead notifier's send
 #: can be confirmed, or found never to have reached the provider and sent again.
 RECEIPT_CHANNELS: frozenset[MemberChannel] = frozenset({"sms", "whatsapp"})
+#: Channels whose adapter marks the point of no return (SMTP: right before DATA), so a dead
+#: notifier's send that never got there is known unsent and is sent again at once.
+COMMIT_CHANNELS: frozenset[MemberChannel] = frozenset({"email"})
 #: While a dead notifier's marker is within its grace, look for the receipt this often.
 RECEIPT_POLL_S = 3.0
 #: A job whose marker belongs to a live notifier looks again after this long.
@@ -273,6 +282,7 @@ class DeliveryService:
         self.store = OutcomeStore(redis, settings.outcome_ttl_s, settings.outbox_max_len)
         self.limiter = MultiLimiter(redis, max_reserve_s=settings.budget_reserve_s)
         self.sending: set[str] = set()  # delivery ids this process is sending right now
+        self._next_send: dict[MemberChannel, float] = {}  # earliest next request, monotonic
         self.slots = asyncio.Semaphore(settings.send_concurrency)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -490,6 +500,7 @@ class DeliveryService:
                 self.owner,
                 take_over_from=take_over_from,
                 grace_s=self._grace_s(job.channel),
+                only_uncommitted=job.channel in COMMIT_CHANNELS,
             )
             if claim.state == "done":
                 await lease.done()
@@ -502,12 +513,11 @@ class DeliveryService:
             detail = ""
             if take_over_from:
                 self.metrics.resent_after_crash.labels(job.channel).inc()
-                detail = "sent again: no receipt for a stopped notifier's request"
+                detail = "sent again: a stopped notifier's request never reached the provider"
                 log.warning(
-                    "deliver %s: no receipt within %.0f s of a stopped notifier's request; "
+                    "deliver %s: a stopped notifier's request never reached the provider; "
                     "sending again",
                     job.channel,
-                    self._grace_s(job.channel),
                     extra={"delivery_id": job.delivery_id},
                 )
             sending = True
@@ -519,6 +529,33 @@ class DeliveryService:
             if not sending:
                 self.sending.discard(job.delivery_id)
                 self.slots.release()
+
+    async def _keep_spacing(self, channel: MemberChannel) -> None:
+        """Keep this process's requests on a channel at least the planned interval apart.
+
+        The Redis budget hands out exact send times, but an event loop that stalls (a GC
+        pause, a burst of work) wakes several reserved sends at once, and a burst is what a
+        provider's window counts. Spacing them again here costs nothing when on time.
+        """
+        interval = 1.0 / account_bucket(channel, self.settings).limit.per_second
+        now = time.monotonic()
+        slot = max(now, self._next_send.get(channel, 0.0))
+        self._next_send[channel] = slot + interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    def _committer(self, job: DeliveryRequested) -> Callable[[], Awaitable[None]]:
+        """The adapter's hook at its point of no return: mark our marker committed."""
+
+        async def commit() -> None:
+            try:
+                ours = await self.store.commit(job.delivery_id, self.owner)
+            except RedisError as exc:
+                raise SendTransient("network", "redis unavailable at commit") from exc
+            if not ours:
+                raise SendAbandoned()
+
+        return commit
 
     def _grace_s(self, channel: MemberChannel) -> float:
         """How long a dead notifier's send may wait for its receipt; 0: never resent."""
@@ -546,6 +583,8 @@ class DeliveryService:
                 attempts=attempts,
             )
             return ""
+        if job.channel in COMMIT_CHANNELS and not look.committed:
+            return look.holder  # it stopped before the point of no return: never sent
         grace = self._grace_s(job.channel)
         if grace <= 0 or look.age_s is None:
             # No receipt can ever settle it (Telegram, e-mail, grace off, or a marker from
@@ -598,7 +637,9 @@ class DeliveryService:
                 text=job.text,
                 subject=job.subject,
                 in_session=job.in_session,
+                commit=self._committer(job) if channel in COMMIT_CHANNELS else None,
             )
+            await self._keep_spacing(channel)
             try:
                 sent = await sender.send(outbound)
             except SendPermanent as exc:
@@ -607,6 +648,10 @@ class DeliveryService:
                     sent = await sender.send(dataclasses.replace(outbound, in_session=False))
                 else:
                     raise
+        except SendAbandoned:
+            # Judged dead and taken over while we were slow: the other notifier sends it.
+            log.warning("deliver %s: taken over by another notifier; not sent", channel)
+            await lease.abandon()
         except SendTransient as exc:
             await self._transient(lease, exc)
         except SendPermanent as exc:

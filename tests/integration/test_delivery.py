@@ -267,7 +267,8 @@ def test_kill_notifier_mid_fan_out_sends_each_person_at_most_once(
     delivering: System, stubs: RemoteStubs
 ) -> None:
     """SIGKILL mid fan-out: nobody gets the notice twice, and on the channels with receipts
-    (SMS, WhatsApp) nobody misses it either: "unconfirmed" is left to Telegram and e-mail."""
+    (SMS, WhatsApp) nobody misses it either: "unconfirmed" is left to Telegram and to e-mails
+    cut off after DATA began."""
     system = delivering
     client, admin = system.client(), system.admin_headers()
     members = add_members(client, admin, per_channel=250)
@@ -313,7 +314,9 @@ def test_kill_notifier_mid_fan_out_sends_each_person_at_most_once(
         channel: _sample(metrics, f'notifier_resent_after_crash_total{{channel="{channel}"}}')
         for channel in CHANNELS
     }
-    assert resent["telegram"] == resent["email"] == 0, resent
+    # Telegram cannot tell (never resent); e-mail is resent only when the stopped notifier
+    # never reached DATA (its marker uncommitted), SMS/WhatsApp only after the receipt grace.
+    assert resent["telegram"] == 0, resent
     after_crash = Counter((o["channel"], o["detail"]) for o in recorded if o["detail"])
     print(
         f"kill mid fan-out: {dict(by_outcome)}; by channel {dict(sorted(by_channel.items()))}; "

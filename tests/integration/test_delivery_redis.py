@@ -178,6 +178,39 @@ async def test_take_over_only_from_the_same_dead_owner_after_its_grace(redis_url
     await redis.aclose()
 
 
+async def test_an_uncommitted_marker_is_taken_over_at_once_a_committed_one_never(
+    redis_url: str,
+) -> None:
+    """E-mail: a dead notifier that never reached DATA sent nothing; one that did may have."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    store = OutcomeStore(redis, ttl_s=3600)
+    key = "ba:inflight:a7.email:ii"
+    assert (await store.claim("a7", "email:ii", "dead")).state == "claimed"
+    assert (await store.inspect("a7", "email:ii")).committed is False
+    taken = await store.claim(
+        "a7", "email:ii", "new", take_over_from="dead", grace_s=3600, only_uncommitted=True
+    )
+    assert taken.state == "claimed"  # at once: no grace needed
+    # The presumed-dead owner wakes up: its commit fails, so it must not send.
+    assert not await store.commit("a7.email:ii", "dead")
+    assert await store.commit("a7.email:ii", "new")
+    look = await store.inspect("a7", "email:ii")
+    assert (look.state, look.holder, look.committed) == ("held", "new", True)
+    assert (await marker(redis, key)).endswith("|c")
+    assert 0 < await redis.ttl(key) <= 3600  # the commit keeps the marker's expiry
+    # Committed: never taken over, however old or dead.
+    kept = await store.claim(
+        "a7", "email:ii", "third", take_over_from="new", grace_s=0, only_uncommitted=True
+    )
+    assert (kept.state, kept.holder, kept.committed) == ("held", "new", True)
+    # Without only_uncommitted the grace rule applies as before (SMS, WhatsApp).
+    assert (await store.claim("a7", "sms:jj", "dead")).state == "claimed"
+    assert await store.commit("a7.sms:jj", "dead")
+    late = await store.claim("a7", "sms:jj", "new", take_over_from="dead", grace_s=0)
+    assert late.state == "claimed"
+    await redis.aclose()
+
+
 async def test_an_early_receipt_is_seen_and_blocks_a_take_over(redis_url: str) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     store = OutcomeStore(redis, ttl_s=3600)

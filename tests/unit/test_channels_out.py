@@ -28,6 +28,7 @@ from services.notifier.channels import email, telegram, twilio, whatsapp
 from services.notifier.channels.base import (
     ChannelSender,
     OutboundMessage,
+    SendAbandoned,
     SendPermanent,
     SendTransient,
     Sent,
@@ -782,6 +783,35 @@ async def test_email_send_through_a_local_relay(relay: tuple[_Relay, int]) -> No
     assert deferred.value.reason == "server_error"
     await sender.aclose()
     assert len(handler.received) == 1
+
+
+async def test_email_commits_after_the_recipient_is_accepted_and_before_data(
+    relay: tuple[_Relay, int],
+) -> None:
+    """The commit hook marks the point of no return: after RCPT, before DATA."""
+    handler, port = relay
+    sender = email.SmtpSender(make_settings(smtp_port=port))
+    calls: list[int] = []
+
+    async def commit() -> None:
+        calls.append(len(handler.received))  # how many mails the relay had at that moment
+
+    await sender.send(_email_msg(commit=commit))
+    assert calls == [0]
+    assert len(handler.received) == 1
+    # A refused recipient never reaches the point of no return.
+    with pytest.raises(SendPermanent):
+        await sender.send(_email_msg(address="gone@example.org", commit=commit))
+    assert calls == [0]
+
+    async def taken_over() -> None:
+        raise SendAbandoned()
+
+    # Taken over by another notifier: nothing reaches the relay.
+    with pytest.raises(SendAbandoned):
+        await sender.send(_email_msg(commit=taken_over))
+    assert len(handler.received) == 1
+    await sender.aclose()
 
 
 @pytest.mark.parametrize(

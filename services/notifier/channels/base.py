@@ -6,7 +6,8 @@ beside each adapter, so the provider's documented formats are unit-tested withou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from shared.errors import PermanentError, TransientError
@@ -30,6 +31,10 @@ class OutboundMessage:
     text: str
     subject: str = ""  # e-mail subject line; other channels ignore it
     in_session: bool = False  # WhatsApp: inside the 24-hour window, so free text is allowed
+    # Called by an adapter whose protocol has a point of no return before which the provider
+    # certainly has nothing (SMTP: before DATA), right before it; raises SendAbandoned when the
+    # delivery is no longer ours. Lets a send cut off before that point be sent again safely.
+    commit: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +76,7 @@ class ChannelSender(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+class SendAbandoned(Exception):
+    """The delivery was taken over by another notifier: neither send it nor record it."""

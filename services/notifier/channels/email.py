@@ -15,12 +15,15 @@ import asyncio
 import logging
 import re
 import string
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import Default
 
 from services.notifier.channels.base import OutboundMessage, SendPermanent, SendTransient, Sent
 from shared.schemas import MemberChannel, utcnow
@@ -151,6 +154,29 @@ def classify_smtp_error(exc: BaseException) -> SendTransient | SendPermanent:
     return SendTransient("network", type(exc).__name__)
 
 
+class _CommittingSMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client, calling a hook right before DATA.
+
+    Until the end of DATA the relay has accepted nothing (RFC 5321 4.1.1.4): a transaction cut
+    off before it was never a message. The hook marks that point, so a notifier killed earlier
+    leaves a delivery that is known unsent and may be sent again.
+    """
+
+    before_data: Callable[[], Awaitable[None]] | None = None
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,  # noqa: ASYNC109
+    ) -> SMTPResponse:
+        """Run the hook, then DATA as aiosmtplib does."""
+        if self.before_data is not None:
+            await self.before_data()
+        return await super().data(message, timeout=timeout)
+
+
 class SmtpSender:
     """Sends e-mail through one SMTP relay, one connection per message, bounded concurrency."""
 
@@ -168,19 +194,20 @@ class SmtpSender:
         settings = self.settings
         mail = build_email(settings, message)
         implicit_tls = settings.smtp_port == _IMPLICIT_TLS_PORT
+        client = _CommittingSMTP(
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username or None,
+            password=settings.smtp_password or None,
+            use_tls=implicit_tls,
+            start_tls=settings.smtp_starttls and not implicit_tls,
+            timeout=settings.provider_timeout_s,
+        )
+        client.before_data = message.commit
         try:
-            async with self._slots:
-                await aiosmtplib.send(
-                    mail,
-                    sender=self._envelope_from,
-                    recipients=[message.address.strip()],
-                    hostname=settings.smtp_host,
-                    port=settings.smtp_port,
-                    username=settings.smtp_username or None,
-                    password=settings.smtp_password or None,
-                    use_tls=implicit_tls,
-                    start_tls=settings.smtp_starttls and not implicit_tls,
-                    timeout=settings.provider_timeout_s,
+            async with self._slots, client:
+                await client.send_message(
+                    mail, sender=self._envelope_from, recipients=[message.address.strip()]
                 )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             outcome = classify_smtp_error(exc)
