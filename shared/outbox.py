@@ -111,19 +111,19 @@ return 0
 """
 )
 
-# The in-flight marker is "<owner>|<ms>", ms from Redis TIME: one clock for every notifier, so
-# a marker's age means the same to all of them; "<owner>|<ms>|c" once the owner passed the
-# point after which the provider may have the message (see `commit`). A marker without "|"
-# (written before markers carried their time) has age -1: unknown.
+# The in-flight marker is "<owner>|<ms>|p", ms from Redis TIME: one clock for every notifier,
+# so a marker's age means the same to all of them; "<owner>|<ms>|c" once the owner passed the
+# point after which the provider may have the message (see `commit`). Older markers are read
+# conservatively: without a third field as committed, without "|" also of unknown age (-1).
 _MARKER_LUA = """
 local function parse_marker(raw)
   local sep = string.find(raw, '|', 1, true)
-  if not sep then return raw, -1, false end
+  if not sep then return raw, -1, true end
   local rest = string.sub(raw, sep + 1)
-  local committed = false
+  local committed = true
   local sep2 = string.find(rest, '|', 1, true)
   if sep2 then
-    committed = string.sub(rest, sep2 + 1) == 'c'
+    committed = string.sub(rest, sep2 + 1) ~= 'p'
     rest = string.sub(rest, 1, sep2 - 1)
   end
   return string.sub(raw, 1, sep - 1), tonumber(rest) or -1, committed
@@ -136,7 +136,8 @@ end
 
 # KEYS: outcomes hash, in-flight key, early receipts hash
 # ARGV: recipient, owner token ("" to look without claiming), ttl, dead owner to take over
-#       from ("" for none), grace ms, "uncommitted" to take over only a marker never committed
+#       from ("" for none), grace ms (-1: never by age), "uncommitted" to also take over a
+#       marker never committed, whatever its age
 # Returns {state, holder, marker age ms (-1 unknown), early receipt status, committed 0/1}.
 _CLAIM = (
     _MARKER_LUA
@@ -150,13 +151,12 @@ if raw then
   local age = -1
   if at >= 0 then age = math.max(0, now - at) end
   -- A take-over only from the very owner the caller found dead, and only while no receipt
-  -- says the provider has the message: once its grace is over, or (where the owner marks the
-  -- point of no return) as long as it never got there. Otherwise it looks again.
+  -- says the provider has the message: when it never got to its point of no return, or once
+  -- its grace is over. Otherwise it looks again.
   local take = ARGV[4] ~= '' and holder == ARGV[4] and receipt == ''
-  if ARGV[6] == 'uncommitted' then
-    take = take and not committed
-  else
-    take = take and age >= tonumber(ARGV[5])
+  if take then
+    local grace = tonumber(ARGV[5])
+    take = (ARGV[6] == 'uncommitted' and not committed) or (grace >= 0 and age >= grace)
   end
   if ARGV[2] == '' or not (holder == ARGV[2] or take) then
     return {'held', holder, age, receipt, committed and 1 or 0}
@@ -164,7 +164,7 @@ if raw then
 elseif ARGV[2] == '' then
   return {'free', '', -1, receipt, 0}
 end
-redis.call('SET', KEYS[2], ARGV[2] .. '|' .. now, 'EX', tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], ARGV[2] .. '|' .. now .. '|p', 'EX', tonumber(ARGV[3]))
 return {'claimed', '', -1, receipt, 0}
 """
 )
@@ -286,16 +286,16 @@ class OutcomeStore:
         owner: str,
         *,
         take_over_from: str = "",
-        grace_s: float = 0.0,
+        grace_s: float | None = 0.0,
         only_uncommitted: bool = False,
     ) -> Claim:
         """Take a delivery right before its provider request.
 
         "done" when it already has an outcome, "held" when another notifier's marker is on
         it, "claimed" when it is ours to send now. With `take_over_from` (a holder found dead)
-        the marker is taken over, but only if that same owner still holds it, it is at least
-        `grace_s` old (or, with `only_uncommitted`, never committed) and no receipt for it has
-        come in; else "held" again.
+        the marker is taken over, but only if that same owner still holds it, no receipt for
+        it has come in, and it is at least `grace_s` old (None: never by age) or, with
+        `only_uncommitted`, was never committed; else "held" again.
         """
         return await self._run_claim(
             alert_id, recipient, owner, take_over_from, grace_s, only_uncommitted
@@ -319,7 +319,7 @@ class OutcomeStore:
         recipient: str,
         owner: str,
         take_over_from: str,
-        grace_s: float,
+        grace_s: float | None,
         only_uncommitted: bool,
     ) -> Claim:
         did = delivery_id(alert_id, recipient)
@@ -330,7 +330,7 @@ class OutcomeStore:
                 owner,
                 self.ttl_s,
                 take_over_from,
-                int(grace_s * 1000),
+                -1 if grace_s is None else int(grace_s * 1000),
                 "uncommitted" if only_uncommitted else "",
             ],
         )

@@ -21,14 +21,14 @@ Exactly one message per (alert, recipient, channel):
     receipt the provider never accepted the request (the notifier died before it got there):
     the marker is taken over, atomically and only from that same dead owner, and the message
     sent now (`notifier_resent_after_crash_total`).
-  - E-mail marks its point of no return: right before DATA (until the end of DATA a relay has
-    accepted nothing) the marker is committed, atomically and only if still ours. A dead
-    notifier's uncommitted marker is taken over and the e-mail sent at once; a committed one
-    is recorded "unconfirmed" and NOT resent.
-  - Telegram has neither receipts nor such a point (one HTTP request), so nothing could tell a
-    sent message from a lost one: it is recorded "unconfirmed" and NOT resent, as a second
-    message to a person is worse than an unknown. So is a dead notifier's marker on SMS and
-    WhatsApp when `receipt_grace_s` is 0.
+  - First of all, every send marks its point of no return: the marker is committed, atomically
+    and only if still ours, right before the HTTP request, or for e-mail right before DATA
+    (until the end of DATA a relay has accepted nothing). A dead notifier's uncommitted marker
+    never reached the provider: it is taken over and the message sent at once.
+  - Telegram and e-mail have no receipts, so nothing can tell a sent message from a lost one
+    once committed: it is recorded "unconfirmed" and NOT resent, as a second message to a
+    person is worse than an unknown. So is a committed marker on SMS and WhatsApp when
+    `receipt_grace_s` is 0.
 The grace must outlast a provider request (`provider_timeout_s`) plus the receipt's way back; a
 receipt that comes later than that, or never reaches the edge (e.g. `public_url` not reachable
 by the provider), would let a sent message be sent twice.
@@ -89,13 +89,21 @@ ALIVE_TTL_S = 10
 #: Channels whose provider posts receipts carrying our delivery id, so a dead notifier's send
 #: can be confirmed, or found never to have reached the provider and sent again.
 RECEIPT_CHANNELS: frozenset[MemberChannel] = frozenset({"sms", "whatsapp"})
-#: Channels whose adapter marks the point of no return (SMTP: right before DATA), so a dead
-#: notifier's send that never got there is known unsent and is sent again at once.
-COMMIT_CHANNELS: frozenset[MemberChannel] = frozenset({"email"})
+#: Channels whose adapter marks the point of no return itself (SMTP: right before DATA, after
+#: connecting); for the others it is marked right before the HTTP request.
+ADAPTER_COMMITS: frozenset[MemberChannel] = frozenset({"email"})
 #: While a dead notifier's marker is within its grace, look for the receipt this often.
 RECEIPT_POLL_S = 3.0
 #: A job whose marker belongs to a live notifier looks again after this long.
 HELD_RETRY_S = 2.0
+#: A request may leave at most this long after its budget's moment, else it is budgeted
+#: afresh. Budgets are spaced 1/(limit_share x limit) apart, so n+1 sends span at least n
+#: spacings less the lateness: at limit_share 0.95 no one-second provider window can exceed
+#: the limit while lateness stays under 52 ms; this leaves the rest for the request's own way
+#: out. Holds across any number of notifier replicas, as the spacing is Redis's.
+SEND_LATE_MAX_S = 0.02
+#: Fresh budgets a late request may take before it goes anyway.
+LATE_REBUDGETS = 3
 #: Messages fetched at a time by one queue's loop.
 FETCH_MAX = 4
 
@@ -173,6 +181,26 @@ class DeliveryMetrics:
                 registry=registry,
             ),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Budget:
+    """A granted budget: a moment at or after `asked_at + wait_s` (Redis decided in between)."""
+
+    asked_at: float  # monotonic, right before the budget was asked for
+    answered_at: float  # monotonic, when the grant came back
+    wait_s: float  # a reservation: how long after Redis's moment the send may go
+
+    async def sleep(self) -> None:
+        """Sleep until the budget is surely due (never early)."""
+        delay = self.answered_at + self.wait_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def late_s(self) -> float:
+        """How late a request leaving now is, counted from the earliest the budget's moment
+        can be (so never under-counted)."""
+        return time.monotonic() - (self.asked_at + self.wait_s)
 
 
 class _Batch:
@@ -282,7 +310,6 @@ class DeliveryService:
         self.store = OutcomeStore(redis, settings.outcome_ttl_s, settings.outbox_max_len)
         self.limiter = MultiLimiter(redis, max_reserve_s=settings.budget_reserve_s)
         self.sending: set[str] = set()  # delivery ids this process is sending right now
-        self._next_send: dict[MemberChannel, float] = {}  # earliest next request, monotonic
         self.slots = asyncio.Semaphore(settings.send_concurrency)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -470,15 +497,13 @@ class DeliveryService:
         await self.slots.acquire()
         started = False
         try:
-            wait_s = await self._wait_for_budget(lease)
-            if wait_s is None:
+            budget = await self._wait_for_budget(lease)
+            if budget is None:
                 return
             # The budget may be a reservation a moment ahead: the send task keeps that time,
             # and this loop goes on to take the next job's budget meanwhile.
             self.sending.add(job.delivery_id)
-            task = asyncio.create_task(
-                self._claim_and_send(lease, take_over_from, time.monotonic() + wait_s)
-            )
+            task = asyncio.create_task(self._claim_and_send(lease, take_over_from, budget))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
             started = True
@@ -486,21 +511,25 @@ class DeliveryService:
             if not started:
                 self.slots.release()
 
-    async def _claim_and_send(self, lease: _Lease, take_over_from: str, send_at: float) -> None:
-        """At the budget's time, claim the delivery and make the provider request."""
+    async def _claim_and_send(self, lease: _Lease, take_over_from: str, budget: _Budget) -> None:
+        """At the budget's time, claim the delivery and make the provider request.
+
+        A request that could not leave within SEND_LATE_MAX_S of its budget's moment (a busy
+        loop, a slow claim) does not go then: sent late, it could share a provider window with
+        the requests budgeted after it, which leave on time. It takes a fresh budget instead.
+        """
         job = lease.job
         sending = False
+        claimed = False
         try:
-            delay = send_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await budget.sleep()
             claim = await self.store.claim(
                 job.alert_id,
                 job.recipient,
                 self.owner,
                 take_over_from=take_over_from,
-                grace_s=self._grace_s(job.channel),
-                only_uncommitted=job.channel in COMMIT_CHANNELS,
+                grace_s=self._grace_s(job.channel) or None,
+                only_uncommitted=True,
             )
             if claim.state == "done":
                 await lease.done()
@@ -510,6 +539,18 @@ class DeliveryService:
                 # in): judge it afresh a moment later.
                 await lease.later(1.0)
                 return
+            claimed = True
+            rebudgets = 0
+            while budget.late_s() > SEND_LATE_MAX_S and rebudgets < LATE_REBUDGETS:
+                # Bounded: when Redis itself answers slower than the tolerance, every budget
+                # looks late; then the request goes, and a provider's 429 is handled as ever.
+                rebudgets += 1
+                self.metrics.rate_limited.labels(job.channel, "late").inc()
+                fresh = await self._wait_for_budget(lease)
+                if fresh is None:
+                    return  # handed back; the marker is released below
+                budget = fresh
+                await budget.sleep()
             detail = ""
             if take_over_from:
                 self.metrics.resent_after_crash.labels(job.channel).inc()
@@ -527,22 +568,11 @@ class DeliveryService:
             await lease.abandon()
         finally:
             if not sending:
+                if claimed:
+                    with contextlib.suppress(RedisError):
+                        await self.store.release(job.delivery_id, self.owner)
                 self.sending.discard(job.delivery_id)
                 self.slots.release()
-
-    async def _keep_spacing(self, channel: MemberChannel) -> None:
-        """Keep this process's requests on a channel at least the planned interval apart.
-
-        The Redis budget hands out exact send times, but an event loop that stalls (a GC
-        pause, a burst of work) wakes several reserved sends at once, and a burst is what a
-        provider's window counts. Spacing them again here costs nothing when on time.
-        """
-        interval = 1.0 / account_bucket(channel, self.settings).limit.per_second
-        now = time.monotonic()
-        slot = max(now, self._next_send.get(channel, 0.0))
-        self._next_send[channel] = slot + interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
     def _committer(self, job: DeliveryRequested) -> Callable[[], Awaitable[None]]:
         """The adapter's hook at its point of no return: mark our marker committed."""
@@ -564,9 +594,9 @@ class DeliveryService:
     async def _judge_held(self, lease: _Lease, look: Claim) -> str:
         """Settle a job whose delivery another notifier marked in flight, or say to resend it.
 
-        Returns the dead holder's token when its grace is over without a receipt (the caller
-        takes the marker over from exactly that holder and sends); "" when the job was acked
-        or handed back here.
+        Returns the dead holder's token when it never reached its point of no return, or its
+        grace is over without a receipt (the caller takes the marker over from exactly that
+        holder and sends); "" when the job was settled or handed back here.
         """
         job = lease.job
         if await self.redis.exists(alive_key(look.holder)):
@@ -583,8 +613,8 @@ class DeliveryService:
                 attempts=attempts,
             )
             return ""
-        if job.channel in COMMIT_CHANNELS and not look.committed:
-            return look.holder  # it stopped before the point of no return: never sent
+        if not look.committed:
+            return look.holder  # it stopped before its point of no return: never sent
         grace = self._grace_s(job.channel)
         if grace <= 0 or look.age_s is None:
             # No receipt can ever settle it (Telegram, e-mail, grace off, or a marker from
@@ -600,8 +630,8 @@ class DeliveryService:
             return ""
         return look.holder
 
-    async def _wait_for_budget(self, lease: _Lease) -> float | None:
-        """Take the rate budget: seconds until it may be used, or None (handed back).
+    async def _wait_for_budget(self, lease: _Lease) -> _Budget | None:
+        """Take the rate budget, or None when the job was handed back.
 
         A job is handed back when only its chat's budget is short.
         """
@@ -609,9 +639,10 @@ class DeliveryService:
         buckets = buckets_for(job, self.settings)
         flag = police_flag(job.channel)
         while True:
+            asked_at = time.monotonic()
             grant = await self.limiter.acquire(buckets, job.priority, flag)
             if grant.allowed:
-                return grant.wait_s
+                return _Budget(asked_at, time.monotonic(), grant.wait_s)
             self.metrics.rate_limited.labels(job.channel, grant.denied_by).inc()
             if grant.denied_by in ("chat", "group") and grant.wait_s > 0.5:
                 # One busy chat must not hold up everyone else's messages.
@@ -637,9 +668,10 @@ class DeliveryService:
                 text=job.text,
                 subject=job.subject,
                 in_session=job.in_session,
-                commit=self._committer(job) if channel in COMMIT_CHANNELS else None,
+                commit=self._committer(job) if channel in ADAPTER_COMMITS else None,
             )
-            await self._keep_spacing(channel)
+            if channel not in ADAPTER_COMMITS:
+                await self._committer(job)()
             try:
                 sent = await sender.send(outbound)
             except SendPermanent as exc:

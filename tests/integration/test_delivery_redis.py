@@ -130,9 +130,9 @@ async def test_the_marker_carries_its_age_on_the_redis_clock(redis_url: str) -> 
     redis = Redis.from_url(redis_url, decode_responses=True)
     store = OutcomeStore(redis, ttl_s=3600)
     assert (await store.claim("a3", "sms:bb", "owner1")).state == "claimed"
-    owner, _, at_ms = (await marker(redis, "ba:inflight:a3.sms:bb")).partition("|")
+    owner, at_ms, stage = (await marker(redis, "ba:inflight:a3.sms:bb")).split("|")
     seconds, micros = await redis.time()
-    assert owner == "owner1"
+    assert (owner, stage) == ("owner1", "p")
     assert 0 <= seconds * 1000 + micros // 1000 - int(at_ms) < 1000
     await asyncio.sleep(0.3)
     look = await store.inspect("a3", "sms:bb")
@@ -140,7 +140,7 @@ async def test_the_marker_carries_its_age_on_the_redis_clock(redis_url: str) -> 
     assert look.age_s is not None
     assert 0.25 <= look.age_s < 5, look
     # Looking claims nothing: the marker is unchanged.
-    assert await marker(redis, "ba:inflight:a3.sms:bb") == f"owner1|{at_ms}"
+    assert await marker(redis, "ba:inflight:a3.sms:bb") == f"owner1|{at_ms}|p"
     # A marker written before markers carried their time: holder known, age unknown.
     await redis.set("ba:inflight:a3.sms:old", "owner0")
     legacy = await store.inspect("a3", "sms:old")
@@ -187,6 +187,7 @@ async def test_an_uncommitted_marker_is_taken_over_at_once_a_committed_one_never
     key = "ba:inflight:a7.email:ii"
     assert (await store.claim("a7", "email:ii", "dead")).state == "claimed"
     assert (await store.inspect("a7", "email:ii")).committed is False
+    assert (await marker(redis, key)).endswith("|p")
     taken = await store.claim(
         "a7", "email:ii", "new", take_over_from="dead", grace_s=3600, only_uncommitted=True
     )
@@ -198,11 +199,17 @@ async def test_an_uncommitted_marker_is_taken_over_at_once_a_committed_one_never
     assert (look.state, look.holder, look.committed) == ("held", "new", True)
     assert (await marker(redis, key)).endswith("|c")
     assert 0 < await redis.ttl(key) <= 3600  # the commit keeps the marker's expiry
-    # Committed: never taken over, however old or dead.
+    # Committed, and no grace (no receipts on this channel): never taken over.
     kept = await store.claim(
-        "a7", "email:ii", "third", take_over_from="new", grace_s=0, only_uncommitted=True
+        "a7", "email:ii", "third", take_over_from="new", grace_s=None, only_uncommitted=True
     )
     assert (kept.state, kept.holder, kept.committed) == ("held", "new", True)
+    # A marker from before markers were committed counts as committed: it may have been sent.
+    await redis.set("ba:inflight:a7.email:kk", "old|1700000000000")
+    old = await store.claim(
+        "a7", "email:kk", "new", take_over_from="old", grace_s=None, only_uncommitted=True
+    )
+    assert (old.state, old.committed) == ("held", True)
     # Without only_uncommitted the grace rule applies as before (SMS, WhatsApp).
     assert (await store.claim("a7", "sms:jj", "dead")).state == "claimed"
     assert await store.commit("a7.sms:jj", "dead")

@@ -3,7 +3,8 @@
 They speak each provider's documented format, enforce its limits with sliding windows, and
 record what they accepted, so a test can prove every message arrived exactly once and no
 limit was exceeded. Start them with `with ProviderStubs(config) as stubs: stubs.env()`, or as
-a process with `spawn_stubs()` / `python -m tests.providers --port-file F`.
+one process per provider with `spawn_stubs()` (`python -m tests.providers --channel C
+--port-file F` runs one by hand).
 """
 
 from tests.providers.common import (

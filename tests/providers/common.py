@@ -1,14 +1,18 @@
 """What every provider stub shares: sliding-window limits, fault injection and the ledger.
 
 The ledger is written from the stubs' event-loop thread and read from the test or benchmark
-thread, so every access goes through one lock. Arrival times come from the monotonic clock,
-read under that lock, so they never go backwards between requests (CLOCK_MONOTONIC is
-system-wide on Linux, so times from a stub subprocess compare with the caller's).
+thread, so every access goes through one lock. Arrival times come from the monotonic clock
+(CLOCK_MONOTONIC is system-wide on Linux, so times from a stub subprocess compare with the
+caller's). A request's arrival is when its bytes were read from the socket (fasthttp stamps it
+in the ASGI scope), as a provider's edge sees it, not when its handler got to run: on a busy
+event loop the handlers of requests that arrived evenly may run in a burst. Handlers may
+therefore admit arrivals slightly out of order, and the windows are kept sorted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import json
 import math
@@ -23,15 +27,22 @@ from urllib.parse import urlsplit
 
 import httpx
 import phonenumbers
+from starlette.requests import Request
 from starlette.responses import Response
+
+from tests.providers.fasthttp import ARRIVAL_KEY
 
 #: The member channels of the public contract; SMS is Twilio, e-mail is SMTP.
 Channel = Literal["sms", "telegram", "whatsapp", "email"]
 CHANNELS: tuple[Channel, ...] = ("sms", "telegram", "whatsapp", "email")
 
 # Stale per-key windows (a chat that got one message an hour ago) are swept this often, so
-# a benchmark over 100k recipients keeps a small dict instead of one deque per recipient.
+# a benchmark over 100k recipients keeps a small dict instead of one list per recipient.
 _SWEEP_EVERY = 20_000
+# Arrivals are kept this long past their window, so a handler that runs late (its request was
+# read up to this long before a later one's handler ran) is still checked against every
+# window it belongs to.
+_REORDER_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +80,7 @@ class Delivered:
     recipient: str  # E.164 (sms), chat id (telegram), wa_id digits (whatsapp), address (email)
     text: str
     provider_id: str
-    arrived_at: float  # time.monotonic() when the stub admitted it
+    arrived_at: float  # time.monotonic() when the stub read the request from its socket
     delivery_id: str | None = None  # the caller's own id, when the provider can carry one
     subject: str = ""
     meta: Mapping[str, str] = field(default_factory=dict)
@@ -133,13 +144,14 @@ class Fault:
 
 
 class _Window:
-    """The sliding windows of one limit, one deque of admitted arrival times per key."""
+    """The sliding windows of one limit, one sorted list of admitted arrival times per key."""
 
     __slots__ = ("admitted", "arrivals", "limit", "max_count", "stats", "violations")
 
     def __init__(self, limit: Limit) -> None:
         self.limit = limit
-        self.arrivals: dict[str, deque[float]] = {}
+        # Sorted; kept until _REORDER_S past their window, so counts use bisect, not len().
+        self.arrivals: dict[str, list[float]] = {}
         # key -> [count, first arrival, last arrival], for the mean rate over the busy period.
         self.stats: dict[str, list[float]] = {}
         self.max_count = 0
@@ -175,6 +187,22 @@ class _Window:
         )
 
 
+def _busiest_with(arrivals: Sequence[float], t: float, window_s: float) -> int:
+    """The most arrivals (sorted) in any window (s - window_s, s] that would also hold t.
+
+    Those windows end at t or at a later arrival less than one window after t; for an
+    arrival later than all others that is only the window ending at t.
+    """
+    count = bisect.bisect_right(arrivals, t) - bisect.bisect_right(arrivals, t - window_s)
+    later = bisect.bisect_right(arrivals, t)
+    end = bisect.bisect_left(arrivals, t + window_s)
+    for i in range(later, end):
+        if i + 1 < end and arrivals[i + 1] == arrivals[i]:
+            continue  # the window ending at the last of equal arrivals holds them all
+        count = max(count, i + 1 - bisect.bisect_right(arrivals, arrivals[i] - window_s))
+    return count
+
+
 class Ledger:
     """Thread-safe record of requests, admitted messages, limit windows and violations."""
 
@@ -205,53 +233,66 @@ class Ledger:
             self._callbacks[f"{channel}.{outcome}"] += 1
 
     def admit(
-        self, checks: Sequence[tuple[Limit, str]], weight: int = 1
+        self,
+        checks: Sequence[tuple[Limit, str]],
+        weight: int = 1,
+        at: float | None = None,
     ) -> tuple[float, Refusal | None]:
         """Admit `weight` messages under every (limit, key), or refuse and count violations.
 
-        All limits are checked before any is charged: a refused request occupies no window,
-        so one overshoot does not cascade into later, correctly paced requests.
+        `at` is the request's arrival (when it was read from the socket); the ledger's clock
+        when None. All limits are checked before any is charged: a refused request occupies
+        no window, so one overshoot does not cascade into later, correctly paced requests.
+        An arrival earlier than ones already admitted (its handler ran late) is checked
+        against every window that holds it, not only the one ending at it.
         """
         with self._lock:
-            now = self._clock()
+            now = self._clock() if at is None else at
             refused: list[str] = []
             retry_after = 0.0
+            peaks: list[int] = []
             windows = [(self._window(limit), key) for limit, key in checks]
             for window, key in windows:
                 limit = window.limit
-                arrivals = window.arrivals.get(key)
-                if arrivals is None:
-                    count = 0
-                else:
-                    # A window is (now - window_s, now]: an arrival exactly window_s ago left it.
-                    horizon = now - limit.window_s
-                    while arrivals and arrivals[0] <= horizon:
-                        arrivals.popleft()
-                    count = len(arrivals)
-                if count + weight > limit.limit:
+                known = window.arrivals.get(key) or []
+                peak = _busiest_with(known, now, limit.window_s) + weight
+                peaks.append(peak)
+                if peak > limit.limit:
                     refused.append(limit.name)
                     window.violations += 1
-                    expire = count + weight - limit.limit - 1  # oldest arrival that must leave
-                    if arrivals is None or weight > limit.limit or expire >= count:
+                    # The oldest arrival that must leave before `weight` more fit in a window.
+                    expire = len(known) + weight - limit.limit - 1
+                    if weight > limit.limit or not 0 <= expire < len(known):
                         wait = limit.window_s
                     else:
-                        wait = arrivals[expire] + limit.window_s - now
+                        wait = max(0.0, known[expire] + limit.window_s - now)
                     retry_after = max(retry_after, wait)
             if refused:
                 return now, Refusal(tuple(refused), retry_after)
-            for window, key in windows:
+            for (window, key), peak in zip(windows, peaks, strict=True):
                 arrivals = window.arrivals.get(key)
                 if arrivals is None:
-                    arrivals = window.arrivals[key] = deque()
-                arrivals.extend([now] * weight)
+                    arrivals = window.arrivals[key] = []
+                if not arrivals or arrivals[-1] <= now:
+                    arrivals.extend([now] * weight)
+                else:
+                    at_index = bisect.bisect_right(arrivals, now)
+                    arrivals[at_index:at_index] = [now] * weight
+                # Forget what no window, even one of a late handler's request, can hold.
+                stale = bisect.bisect_right(
+                    arrivals, arrivals[-1] - window.limit.window_s - _REORDER_S
+                )
+                if stale:
+                    del arrivals[:stale]
                 window.admitted += weight
-                window.max_count = max(window.max_count, len(arrivals))
+                window.max_count = max(window.max_count, peak)
                 stats = window.stats.get(key)
                 if stats is None:
                     window.stats[key] = [float(weight), now, now]
                 else:
                     stats[0] += weight
-                    stats[2] = now
+                    stats[1] = min(stats[1], now)
+                    stats[2] = max(stats[2], now)
             self._admits_since_sweep += 1
             if self._admits_since_sweep >= _SWEEP_EVERY:
                 self._sweep(now)
@@ -279,7 +320,7 @@ class Ledger:
     def _sweep(self, now: float) -> None:
         self._admits_since_sweep = 0
         for window in self._windows.values():
-            horizon = now - window.limit.window_s
+            horizon = now - window.limit.window_s - _REORDER_S
             stale = [k for k, d in window.arrivals.items() if not d or d[-1] <= horizon]
             for key in stale:
                 del window.arrivals[key]
@@ -290,6 +331,8 @@ class Ledger:
         """Accepted messages in arrival order, optionally of one channel."""
         with self._lock:
             items = list(self._received)
+        # Recorded as handlers ran; a late handler's request arrived earlier (stable for ties).
+        items.sort(key=lambda m: m.arrived_at)
         return items if channel is None else [m for m in items if m.channel == channel]
 
     def counts_by_recipient(self, channel: Channel | None = None) -> dict[tuple[str, str], int]:
@@ -423,6 +466,13 @@ class JSONBody(Response):
     def render(self, content: Any) -> bytes:
         """Serialise compactly, keeping non-ASCII text as UTF-8."""
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def read_at(request: Request) -> float | None:
+    """When the request was read from its socket (stamped by fasthttp), or None."""
+    extensions = request.scope.get("extensions") or {}
+    value = extensions.get(ARRIVAL_KEY)
+    return None if value is None else float(value)
 
 
 def is_loopback_url(url: str) -> bool:

@@ -1,10 +1,12 @@
-"""Run all four provider stubs on free loopback ports: in-process (a thread) or as a process.
+"""Run the provider stubs on free loopback ports: in-process (a thread) or as processes.
 
 In-process, one background thread owns one event loop that serves the three uvicorn
 servers, the aiosmtpd server and a small control API; the test thread only reads the ledger.
-As a subprocess (`python -m tests.providers --port-file F`) the stubs get their own GIL, so
-a benchmark's client and the stubs do not compete for one core; RemoteStubs reads the
-ledger through the control API.
+`spawn_stubs()` runs each provider as its own process instead (`python -m tests.providers
+--channel telegram ...`), as the providers are separate companies' servers: one stub's work
+(Twilio's and WhatsApp's receipts, a burst of e-mail) then never holds up another's event
+loop, the stubs get their own GILs apart from a benchmark's client, and RemoteStubs reads and
+steers the four through their control APIs as one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,7 @@ from tests.providers.common import (
     LimitUsage,
     StubBase,
 )
-from tests.providers.fasthttp import CoalescingH11Protocol
+from tests.providers.fasthttp import stamping_protocol
 from tests.providers.smtp import SmtpConfig, SmtpStub
 from tests.providers.telegram import TelegramConfig, TelegramStub
 from tests.providers.twilio import TwilioConfig, TwilioStub
@@ -89,18 +92,35 @@ def _url(host: str, port: int) -> str:
 
 
 class ProviderStubs:
-    """Twilio, Telegram, WhatsApp and SMTP stubs sharing one ledger, as a context manager."""
+    """Twilio, Telegram, WhatsApp and SMTP stubs sharing one ledger, as a context manager.
+
+    `channels` serves only those stubs (the others exist, on a ledger of their own, but get
+    no server and no settings in env()): `python -m tests.providers --channel X` runs one.
+    """
 
     def __init__(
-        self, config: StubsConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: StubsConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        channels: Iterable[Channel] = CHANNELS,
     ) -> None:
         self.config = config or StubsConfig()
+        self.channels: tuple[Channel, ...] = tuple(c for c in CHANNELS if c in set(channels))
+        if not self.channels:
+            raise ValueError(f"no stub to serve; channels are {CHANNELS}")
         # A test may pass a fake clock to make windows deterministic; arrival times use it too.
+        self.clock = clock
         self.ledger = Ledger(clock)
-        self.twilio = TwilioStub(self.ledger, self.config.twilio)
-        self.telegram = TelegramStub(self.ledger, self.config.telegram)
-        self.whatsapp = WhatsAppStub(self.ledger, self.config.whatsapp)
-        self.smtp = SmtpStub(self.ledger, self.config.smtp)
+
+        def ledger_of(channel: Channel) -> Ledger:
+            # An unserved stub must not list its limits in this process's summary.
+            return self.ledger if channel in self.channels else Ledger(clock)
+
+        self.twilio = TwilioStub(ledger_of("sms"), self.config.twilio)
+        self.telegram = TelegramStub(ledger_of("telegram"), self.config.telegram)
+        self.whatsapp = WhatsAppStub(ledger_of("whatsapp"), self.config.whatsapp)
+        self.smtp = SmtpStub(ledger_of("email"), self.config.smtp)
         self.smtp_port = 0
         self.control_url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -190,11 +210,13 @@ class ProviderStubs:
         # trust_env=False: a proxy set in the environment must not see loopback callbacks.
         self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
         apps: list[tuple[StubBase | None, Any]] = [
-            (self.twilio, self.twilio.app),
-            (self.telegram, self.telegram.app),
-            (self.whatsapp, self.whatsapp.app),
-            (None, control_app(self)),
+            (stub, stub.app)
+            for stub in (self.twilio, self.telegram, self.whatsapp)
+            if stub.channel in self.channels
         ]
+        apps.append((None, control_app(self)))
+        # Arrivals are stamped when a request is read from its socket, on the ledger's clock.
+        protocol = stamping_protocol(self.clock)
         for stub, app in apps:
             sock = _bind(host)
             port = sock.getsockname()[1]
@@ -206,7 +228,7 @@ class ProviderStubs:
                 lifespan="off",
                 timeout_keep_alive=60,
                 backlog=2048,
-                http=CoalescingH11Protocol,
+                http=protocol,
             )
             server = uvicorn.Server(config)
             self._servers.append(server)
@@ -217,9 +239,10 @@ class ProviderStubs:
             else:
                 stub.base_url = _url(host, port)
                 stub.http = self._http
-        loop = asyncio.get_running_loop()
-        self._smtp_server = await loop.create_server(self.smtp.factory, host=host, port=0)
-        self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
+        if "email" in self.channels:
+            loop = asyncio.get_running_loop()
+            self._smtp_server = await loop.create_server(self.smtp.factory, host=host, port=0)
+            self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not all(s.started for s in self._servers):
             for task in self._serve_tasks:
@@ -245,23 +268,35 @@ class ProviderStubs:
     # --- what the notifier reads -----------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        """The provider settings the notifier reads, pointing at these stubs."""
+        """The provider settings the notifier reads, pointing at these stubs (served ones)."""
         cfg = self.config
-        return {
-            "TWILIO_API_BASE": self.twilio.base_url,
-            "TWILIO_ACCOUNT_SID": cfg.twilio.account_sid,
-            "TWILIO_AUTH_TOKEN": cfg.twilio.auth_token,
-            "TWILIO_FROM_NUMBER": cfg.twilio.from_number,
-            "TELEGRAM_API_BASE": self.telegram.base_url,
-            "TELEGRAM_BOT_TOKEN": cfg.telegram.bot_token,
-            "WHATSAPP_API_BASE": self.whatsapp.base_url,
-            "WHATSAPP_API_VERSION": cfg.whatsapp.api_version,
-            "WHATSAPP_PHONE_NUMBER_ID": cfg.whatsapp.phone_number_id,
-            "WHATSAPP_TOKEN": cfg.whatsapp.token,
-            "SMTP_HOST": cfg.host,
-            "SMTP_PORT": str(self.smtp_port),
-            "SMTP_FROM": cfg.smtp.from_address,
+        by_channel: dict[Channel, dict[str, str]] = {
+            "sms": {
+                "TWILIO_API_BASE": self.twilio.base_url,
+                "TWILIO_ACCOUNT_SID": cfg.twilio.account_sid,
+                "TWILIO_AUTH_TOKEN": cfg.twilio.auth_token,
+                "TWILIO_FROM_NUMBER": cfg.twilio.from_number,
+            },
+            "telegram": {
+                "TELEGRAM_API_BASE": self.telegram.base_url,
+                "TELEGRAM_BOT_TOKEN": cfg.telegram.bot_token,
+            },
+            "whatsapp": {
+                "WHATSAPP_API_BASE": self.whatsapp.base_url,
+                "WHATSAPP_API_VERSION": cfg.whatsapp.api_version,
+                "WHATSAPP_PHONE_NUMBER_ID": cfg.whatsapp.phone_number_id,
+                "WHATSAPP_TOKEN": cfg.whatsapp.token,
+            },
+            "email": {
+                "SMTP_HOST": cfg.host,
+                "SMTP_PORT": str(self.smtp_port),
+                "SMTP_FROM": cfg.smtp.from_address,
+            },
         }
+        env: dict[str, str] = {}
+        for channel in self.channels:
+            env.update(by_channel[channel])
+        return env
 
     # --- records (delegated to the ledger) -------------------------------------------------
 
@@ -408,43 +443,128 @@ def control_app(stubs: ProviderStubs) -> Starlette:
 
 
 class RemoteStubs:
-    """Stubs running in another process (python -m tests.providers), read over HTTP."""
+    """Stubs running as processes (python -m tests.providers), read and steered as one.
 
-    def __init__(self, info: Mapping[str, Any]) -> None:
-        self.info = dict(info)
-        self.control_url = str(info["control_url"])
-        self._client = httpx.Client(base_url=self.control_url, timeout=10.0, trust_env=False)
+    Each process serves some of the channels (spawn_stubs: one each) with a ledger of its
+    own; RemoteStubs merges them over their control APIs: counts add up, `received()` is in
+    arrival order over all of them (CLOCK_MONOTONIC is system-wide), and duplicate delivery
+    ids are found across processes as in one ledger.
+    """
+
+    def __init__(self, infos: Sequence[Mapping[str, Any]]) -> None:
+        self.infos = [dict(info) for info in infos]
+        self._clients: list[httpx.Client] = []
+        self._by_channel: dict[Channel, httpx.Client] = {}
+        for info in self.infos:
+            client = httpx.Client(base_url=str(info["control_url"]), timeout=10.0, trust_env=False)
+            self._clients.append(client)
+            for channel in info.get("channels", CHANNELS):
+                if channel in self._by_channel:
+                    raise ValueError(f"channel {channel!r} is served by two processes")
+                self._by_channel[channel] = client
+
+    @property
+    def pids(self) -> dict[Channel, int]:
+        """The process serving each channel."""
+        return {
+            channel: int(info["pid"])
+            for info in self.infos
+            for channel in info.get("channels", CHANNELS)
+        }
 
     def env(self) -> dict[str, str]:
         """The provider settings the notifier reads."""
-        return {str(k): str(v) for k, v in dict(self.info["env"]).items()}
+        env: dict[str, str] = {}
+        for info in self.infos:
+            env.update({str(k): str(v) for k, v in dict(info["env"]).items()})
+        return env
+
+    def _client(self, channel: Channel) -> httpx.Client:
+        client = self._by_channel.get(channel)
+        if client is None:
+            raise KeyError(f"no stub process serves {channel!r}")
+        return client
+
+    def _summaries(self) -> list[dict[str, Any]]:
+        parts = []
+        for client in self._clients:
+            response = client.get("/summary")
+            response.raise_for_status()
+            parts.append(response.json())
+        return parts
+
+    def _counts(self) -> dict[str, Any]:
+        """The per-process summaries added up (duplicates not yet merged)."""
+        parts = self._summaries()
+        merged: dict[str, Any] = {
+            "requests_total": sum(int(p["requests_total"]) for p in parts),
+            "received_total": sum(int(p["received_total"]) for p in parts),
+        }
+        for name in (
+            "requests_by_channel",
+            "received_by_channel",
+            "violations",
+            "callbacks",
+            "faults_pending",
+        ):
+            total: Counter[str] = Counter()
+            for part in parts:
+                for key, value in dict(part.get(name) or {}).items():
+                    total[str(key)] += int(value)
+            merged[name] = dict(total)
+        usage: dict[str, Any] = {}
+        for part in parts:
+            for limit_name, item in dict(part["usage"]).items():
+                known = usage.get(limit_name)
+                if known is None or item["admitted"] > known["admitted"]:
+                    usage[limit_name] = item
+        merged["usage"] = usage
+        return merged
 
     def summary(self) -> dict[str, Any]:
-        """The ledger summary (violations, usage, duplicates, counts)."""
-        response = self._client.get("/summary")
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
+        """The ledger summary over all processes (violations, usage, duplicates, counts)."""
+        data = self._counts()
+        received = self.received()
+        duplicates: Counter[tuple[str, str, str]] = Counter(
+            (m.channel, m.recipient, m.text) for m in received
+        )
+        data["duplicates"] = [
+            {"channel": c, "recipient": r, "text": t, "count": n}
+            for (c, r, t), n in duplicates.items()
+            if n > 1
+        ]
+        ids: Counter[str] = Counter(m.delivery_id for m in received if m.delivery_id is not None)
+        data["duplicate_deliveries"] = {d: n for d, n in ids.items() if n > 1}
         return data
 
     def received(self, channel: Channel | None = None) -> list[Delivered]:
         """Accepted messages in arrival order."""
-        params = {"channel": channel} if channel else {}
-        response = self._client.get("/received", params=params)
-        response.raise_for_status()
-        return [Delivered.from_json(item) for item in response.json()]
+        if channel is not None:
+            clients = [self._by_channel[channel]] if channel in self._by_channel else []
+        else:
+            clients = self._clients
+        items: list[Delivered] = []
+        for client in clients:
+            params = {"channel": channel} if channel else {}
+            response = client.get("/received", params=params)
+            response.raise_for_status()
+            items.extend(Delivered.from_json(item) for item in response.json())
+        if len(clients) > 1:
+            items.sort(key=lambda m: m.arrived_at)  # stable: ties keep each stub's order
+        return items
 
     def violations(self) -> dict[str, int]:
         """Refusals per limit name."""
-        return {str(k): int(v) for k, v in self.summary()["violations"].items()}
+        return {str(k): int(v) for k, v in self._counts()["violations"].items()}
 
     @property
     def requests_total(self) -> int:
         """Requests that reached any stub."""
-        return int(self.summary()["requests_total"])
+        return int(self._counts()["requests_total"])
 
     def usage(self, limit_name: str) -> LimitUsage:
         """Share of a limit used."""
-        return LimitUsage(**self.summary()["usage"][limit_name])
+        return LimitUsage(**self._counts()["usage"][limit_name])
 
     def max_in_window(self, limit_name: str) -> int:
         """The busiest window's count for a limit."""
@@ -455,72 +575,96 @@ class RemoteStubs:
     ) -> None:
         """Inject failures into one channel's stub."""
         body = {"channel": channel, "n": n, "status": status, "retry_after": retry_after}
-        self._client.post("/fail_next", json=body).raise_for_status()
+        self._client(channel).post("/fail_next", json=body).raise_for_status()
 
     def configure(self, channel: Channel, **fields: Any) -> dict[str, Any]:
         """Change config fields of one stub while it runs (sets are replaced, not merged)."""
-        response = self._client.post(f"/config/{channel}", json=fields)
+        response = self._client(channel).post(f"/config/{channel}", json=fields)
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
 
     def reset(self) -> None:
-        """Forget records and windows."""
-        self._client.post("/reset").raise_for_status()
+        """Forget records and windows in every process."""
+        for client in self._clients:
+            client.post("/reset").raise_for_status()
 
     def close(self) -> None:
-        """Close the control connection."""
-        self._client.close()
+        """Close the control connections."""
+        for client in self._clients:
+            client.close()
 
 
 @contextlib.contextmanager
 def spawn_stubs(
     config: StubsConfig | None = None, *, timeout: float = _START_TIMEOUT_S
 ) -> Iterator[RemoteStubs]:
-    """Run the stubs as a separate process for the duration of the block."""
+    """Run each provider stub as its own process for the duration of the block."""
     with tempfile.TemporaryDirectory(prefix="provider-stubs-") as tmp:
-        port_file = Path(tmp) / "stubs.json"
         config_file = Path(tmp) / "config.json"
         config_file.write_text((config or StubsConfig()).model_dump_json())
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.providers",
-                "--port-file",
-                str(port_file),
-                "--config",
-                str(config_file),
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+        procs: dict[Channel, subprocess.Popen[bytes]] = {}
         remote: RemoteStubs | None = None
         try:
+            for channel in CHANNELS:
+                procs[channel] = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.providers",
+                        "--channel",
+                        channel,
+                        "--port-file",
+                        str(Path(tmp) / f"{channel}.json"),
+                        "--config",
+                        str(config_file),
+                    ],
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                )
             deadline = time.monotonic() + timeout
-            while not port_file.exists():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"provider stubs exited with {proc.returncode}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError("provider stubs did not write their port file")
-                time.sleep(0.02)
-            remote = RemoteStubs(json.loads(port_file.read_text()))
+            infos = []
+            for channel, proc in procs.items():
+                port_file = Path(tmp) / f"{channel}.json"
+                while not port_file.exists():
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"provider stub {channel!r} exited with {proc.returncode}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"provider stub {channel!r} wrote no port file")
+                    time.sleep(0.02)
+                infos.append(json.loads(port_file.read_text()))
+            remote = RemoteStubs(infos)
             yield remote
         finally:
             if remote is not None:
                 remote.close()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _stop_all(list(procs.values()), timeout)
 
 
-def serve_forever(config: StubsConfig, port_file: Path | None, summary_file: Path | None) -> None:
+def _stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM every process at once, then wait for each (SIGKILL after `timeout`)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serve_forever(
+    config: StubsConfig,
+    port_file: Path | None,
+    summary_file: Path | None,
+    channels: Iterable[Channel] = CHANNELS,
+) -> None:
     """Run the stubs until SIGINT/SIGTERM; write the port file once they accept requests."""
     stop = threading.Event()
 
@@ -529,8 +673,13 @@ def serve_forever(config: StubsConfig, port_file: Path | None, summary_file: Pat
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with ProviderStubs(config) as stubs:
-        info = {"env": stubs.env(), "control_url": stubs.control_url, "pid": os.getpid()}
+    with ProviderStubs(config, channels=channels) as stubs:
+        info = {
+            "env": stubs.env(),
+            "control_url": stubs.control_url,
+            "pid": os.getpid(),
+            "channels": list(stubs.channels),
+        }
         line = json.dumps(info)
         if port_file is not None:
             # Written whole, then renamed: a reader never sees half a file.

@@ -13,6 +13,7 @@ import asyncio
 import email
 import email.policy
 import secrets
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -76,6 +77,24 @@ def _text_of(message: EmailMessage) -> str:
     return content.rstrip("\r\n") if isinstance(content, str) else ""
 
 
+class StampingSMTP(SMTP):
+    """aiosmtpd's protocol, noting when it last read from the socket (a message's arrival).
+
+    At end of DATA the latest read is the one that brought the end of the message: the
+    client waits for the reply before it sends more.
+    """
+
+    def __init__(self, handler: Any, clock: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._clock = clock
+        self.read_at = clock()
+
+    def data_received(self, data: bytes) -> None:
+        """Stamp the read, before aiosmtpd parses it."""
+        self.read_at = self._clock()
+        super().data_received(data)
+
+
 class SmtpStub(StubBase):
     """An aiosmtpd handler that records, rejects and meters like a relay."""
 
@@ -90,7 +109,7 @@ class SmtpStub(StubBase):
     def factory(self) -> SMTP:
         """A protocol instance per connection (for loop.create_server)."""
         # A fixed hostname: aiosmtpd would otherwise call socket.getfqdn() per connection.
-        return SMTP(self, hostname="stub.localhost", enable_SMTPUTF8=True)
+        return StampingSMTP(self, self.ledger.now, hostname="stub.localhost", enable_SMTPUTF8=True)
 
     async def handle_RCPT(
         self,
@@ -122,7 +141,8 @@ class SmtpStub(StubBase):
         checks = (
             [(Limit(LIMIT_RATE, cfg.per_second, cfg.window_s), "relay")] if cfg.per_second else []
         )
-        now, refusal = self.ledger.admit(checks, weight=len(recipients))
+        arrived_at = server.read_at if isinstance(server, StampingSMTP) else None
+        now, refusal = self.ledger.admit(checks, weight=len(recipients), at=arrived_at)
         if refusal is not None:
             return cfg.rate_limit_reply
         raw = envelope.original_content or envelope.content or b""

@@ -33,6 +33,7 @@ from tests.providers.common import (
     Ledger,
     Limit,
     StubBase,
+    read_at,
     whole_seconds,
 )
 
@@ -157,10 +158,15 @@ class TelegramStub(StubBase):
         params = await self._params(request)
         if params is None:
             return telegram_error(400, "Bad Request: can't parse request body")
-        return await self.send_message(params)
+        return await self.send_message(params, arrived_at=read_at(request))
 
-    async def send_message(self, params: Mapping[str, Any]) -> Response:
-        """sendMessage: validate, meter, check the chat, record and answer the Message."""
+    async def send_message(
+        self, params: Mapping[str, Any], *, arrived_at: float | None = None
+    ) -> Response:
+        """sendMessage: validate, meter, check the chat, record and answer the Message.
+
+        `arrived_at` is when the request was read (the ledger's clock now when None).
+        """
         cfg = self.config
         raw_chat = params.get("chat_id")
         text = params.get("text")
@@ -176,7 +182,7 @@ class TelegramStub(StubBase):
             return telegram_error(400, "Bad Request: message is too long")
         if str(params.get("parse_mode") or "") not in _PARSE_MODES:
             return telegram_error(400, "Bad Request: unsupported parse_mode")
-        now, refusal = self.ledger.admit(self._checks(chat_id))
+        now, refusal = self.ledger.admit(self._checks(chat_id), at=arrived_at)
         if refusal is not None:
             return too_many_requests(refusal.retry_after_whole_s)
         if chat_id in cfg.unknown_chats or (

@@ -39,6 +39,7 @@ from tests.providers.common import (
     Ledger,
     Limit,
     StubBase,
+    read_at,
     valid_phone_number,
     whole_seconds,
 )
@@ -199,7 +200,7 @@ class TwilioStub(StubBase):
                 "number or short code for your account.",
             )
         checks = [(self._limit(cfg.per_second), sender or service)] if cfg.per_second else []
-        now, refusal = self.ledger.admit(checks)
+        now, refusal = self.ledger.admit(checks, at=read_at(request))
         if refusal is not None:
             return twilio_error(429, 20429, "Too Many Requests")
         if not self._valid_number(to):

@@ -36,6 +36,7 @@ from tests.providers.common import (
     Ledger,
     Limit,
     StubBase,
+    read_at,
     valid_phone_number,
 )
 
@@ -228,7 +229,7 @@ class WhatsAppStub(StubBase):
         else:
             return graph_error(400, 131009, "Parameter value is not valid", f"type {kind!r}")
         wa_id = _NUMBER_PUNCTUATION.sub("", to)
-        now, refusal = self.ledger.admit(self._checks(wa_id))
+        now, refusal = self.ledger.admit(self._checks(wa_id), at=read_at(request))
         if refusal is not None:
             if LIMIT_THROUGHPUT in refusal.limit_names:
                 # Meta's table lists 130429 with HTTP 400 Bad Request, not 429.

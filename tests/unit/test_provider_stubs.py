@@ -832,6 +832,46 @@ def test_usage_reports_peak_and_mean_share() -> None:
     assert usage.busiest_key_admitted == 21
 
 
+def test_a_late_handler_is_checked_against_every_window_holding_its_arrival() -> None:
+    # Arrivals are read times; a handler that ran late admits an earlier arrival after later
+    # ones, and every window holding it counts, not only the one ending at it.
+    ledger = Ledger(FakeClock())
+    limit = Limit("x", 2, 1.0)
+    assert ledger.admit([(limit, "k")], at=101.0) == (101.0, None)
+    assert ledger.admit([(limit, "k")], at=101.5)[1] is None
+    _, refusal = ledger.admit([(limit, "k")], at=100.6)  # (100.5, 101.5] would hold three
+    assert refusal is not None
+    assert refusal.retry_after_s == pytest.approx(1.4)  # at 102.0, 101.0 has left
+    assert ledger.admit([(limit, "k")], at=99.9)[1] is None  # no window holds it and 101.0
+    assert ledger.admit([(limit, "k")], at=100.5)[1] is None  # (100.5, 101.5] leaves it out
+    assert ledger.admit([(limit, "k")], at=100.2)[1] is not None  # (99.5, 100.5] holds 99.9
+    assert ledger.violations() == {"x": 2}
+    assert ledger.max_in_window("x") == 2
+    assert ledger.usage("x").admitted == 4
+
+
+def test_arrival_is_when_the_request_was_read_not_when_its_handler_ran(
+    client: httpx.Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stubs = ProviderStubs(clock=clock)
+    app = stubs.telegram.app
+
+    async def busy_loop(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            clock.now += 5.0  # the handler runs 5 s after the read: the loop was busy
+        await app(scope, receive, send)
+
+    monkeypatch.setattr(stubs.telegram, "app", busy_loop)
+    with stubs:
+        env = stubs.env()
+        assert tg_send(client, env, 77, "een").status_code == 200
+        assert tg_send(client, env, 78, "twee").status_code == 200
+        delivered = stubs.received("telegram")
+    # Read at 100 and 105, handled at 105 and 110: the stub meters what reached its edge.
+    assert [m.arrived_at for m in delivered] == [100.0, 105.0]
+    assert clock.now == 110.0
+
+
 def test_duplicate_deliveries_and_reset() -> None:
     ledger = Ledger()
     for text in ["A", "A"]:
@@ -857,8 +897,21 @@ def test_stubs_run_as_a_separate_process(client: httpx.Client) -> None:
         assert tg_send(client, env, 79, "hallo").status_code == 403
         [delivered] = remote.received("telegram")
         assert (delivered.recipient, delivered.text) == ("77", "hallo")
+        # Each provider is its own process (as each is another company's server); RemoteStubs
+        # reads and steers them as one.
+        assert len(set(remote.pids.values())) == 4
+        assert {"TWILIO_API_BASE", "WHATSAPP_API_BASE", "SMTP_PORT"} <= set(env)
+        assert twilio_send(client, env, sms(env), twilio_auth(env)).status_code == 201
+        assert [m.channel for m in remote.received()] == ["telegram", "sms"]
+        assert remote.summary()["received_by_channel"] == {"telegram": 1, "sms": 1}
+        assert set(remote.violations()) >= {
+            TELEGRAM_LIMIT_BOT,
+            TWILIO_LIMIT_SENDER,
+            WHATSAPP_LIMIT_THROUGHPUT,
+            SMTP_LIMIT_RATE,
+        }
         assert remote.violations()[TELEGRAM_LIMIT_CHAT] == 1
-        assert remote.requests_total == 4
+        assert remote.requests_total == 5
         # 77 and the blocked 79 passed the limiter; the refused and the injected did not.
         assert remote.usage(TELEGRAM_LIMIT_BOT).admitted == 2
         remote.reset()
