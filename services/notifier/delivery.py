@@ -102,6 +102,8 @@ HELD_RETRY_S = 2.0
 #: the limit while lateness stays under 52 ms; this leaves the rest for the request's own way
 #: out. Holds across any number of notifier replicas, as the spacing is Redis's.
 SEND_LATE_MAX_S = 0.02
+#: The most a send starts ahead of its budget's moment (see DeliveryService._lead_s).
+MAX_LEAD_S = 0.5
 #: Fresh budgets a late request may take before it goes anyway.
 LATE_REBUDGETS = 3
 #: Messages fetched at a time by one queue's loop.
@@ -191,9 +193,9 @@ class _Budget:
     answered_at: float  # monotonic, when the grant came back
     wait_s: float  # a reservation: how long after Redis's moment the send may go
 
-    async def sleep(self) -> None:
-        """Sleep until the budget is surely due (never early)."""
-        delay = self.answered_at + self.wait_s - time.monotonic()
+    async def sleep(self, lead_s: float = 0.0) -> None:
+        """Sleep until lead_s before the budget is surely due (never early with lead 0)."""
+        delay = self.answered_at + self.wait_s - lead_s - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -310,6 +312,8 @@ class DeliveryService:
         self.store = OutcomeStore(redis, settings.outcome_ttl_s, settings.outbox_max_len)
         self.limiter = MultiLimiter(redis, max_reserve_s=settings.budget_reserve_s)
         self.sending: set[str] = set()  # delivery ids this process is sending right now
+        # Per channel, how long a send takes from its start to its point of no return (mean).
+        self._lead_s: dict[MemberChannel, float] = {}
         self.slots = asyncio.Semaphore(settings.send_concurrency)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -512,17 +516,16 @@ class DeliveryService:
                 self.slots.release()
 
     async def _claim_and_send(self, lease: _Lease, take_over_from: str, budget: _Budget) -> None:
-        """At the budget's time, claim the delivery and make the provider request.
-
-        A request that could not leave within SEND_LATE_MAX_S of its budget's moment (a busy
-        loop, a slow claim) does not go then: sent late, it could share a provider window with
-        the requests budgeted after it, which leave on time. It takes a fresh budget instead.
-        """
+        """At the budget's time, claim the delivery and make the provider request."""
         job = lease.job
         sending = False
         claimed = False
         try:
-            await budget.sleep()
+            # Wake early by what the way to the point of no return usually takes (for e-mail:
+            # connecting, EHLO, MAIL, RCPT), so the request leaves on time; the commit hook
+            # then waits out the rest.
+            await budget.sleep(lead_s=self._lead_s.get(job.channel, 0.0))
+            woke_at = time.monotonic()
             claim = await self.store.claim(
                 job.alert_id,
                 job.recipient,
@@ -540,17 +543,6 @@ class DeliveryService:
                 await lease.later(1.0)
                 return
             claimed = True
-            rebudgets = 0
-            while budget.late_s() > SEND_LATE_MAX_S and rebudgets < LATE_REBUDGETS:
-                # Bounded: when Redis itself answers slower than the tolerance, every budget
-                # looks late; then the request goes, and a provider's 429 is handled as ever.
-                rebudgets += 1
-                self.metrics.rate_limited.labels(job.channel, "late").inc()
-                fresh = await self._wait_for_budget(lease)
-                if fresh is None:
-                    return  # handed back; the marker is released below
-                budget = fresh
-                await budget.sleep()
             detail = ""
             if take_over_from:
                 self.metrics.resent_after_crash.labels(job.channel).inc()
@@ -562,7 +554,7 @@ class DeliveryService:
                     extra={"delivery_id": job.delivery_id},
                 )
             sending = True
-            await self._send(lease, detail)
+            await self._send(lease, detail, budget, woke_at)
         except RedisError as exc:
             log.warning("deliver %s: redis %s; retry later", job.channel, type(exc).__name__)
             await lease.abandon()
@@ -574,10 +566,33 @@ class DeliveryService:
                 self.sending.discard(job.delivery_id)
                 self.slots.release()
 
-    def _committer(self, job: DeliveryRequested) -> Callable[[], Awaitable[None]]:
-        """The adapter's hook at its point of no return: mark our marker committed."""
+    def _committer(
+        self, job: DeliveryRequested, budget: _Budget, woke_at: float
+    ) -> Callable[[], Awaitable[None]]:
+        """The hook at a send's point of no return: keep the budget's time, then commit.
+
+        A request that would leave more than SEND_LATE_MAX_S after its budget's moment (a busy
+        loop, slow round trips before it) does not go then: sent late, it could share a
+        provider window with the requests budgeted after it, which leave on time. It takes a
+        fresh budget first. Checked here, right before the point of no return, as that is when
+        the provider counts it (for e-mail: the end of DATA, after connecting and RCPT).
+        """
+        current = [budget]
 
         async def commit() -> None:
+            lead = time.monotonic() - woke_at
+            self._lead_s[job.channel] = min(
+                MAX_LEAD_S, 0.8 * self._lead_s.get(job.channel, lead) + 0.2 * lead
+            )
+            await current[0].sleep()
+            for _ in range(LATE_REBUDGETS):
+                # Bounded: when Redis itself answers slower than the tolerance, every budget
+                # looks late; then the request goes, and a provider's 429 is handled as ever.
+                if current[0].late_s() <= SEND_LATE_MAX_S:
+                    break
+                self.metrics.rate_limited.labels(job.channel, "late").inc()
+                current[0] = await self._rebudget(job)
+                await current[0].sleep()
             try:
                 ours = await self.store.commit(job.delivery_id, self.owner)
             except RedisError as exc:
@@ -653,7 +668,20 @@ class DeliveryService:
                 await lease.abandon()
                 return None
 
-    async def _send(self, lease: _Lease, detail: str) -> None:
+    async def _rebudget(self, job: DeliveryRequested) -> _Budget:
+        """A fresh budget for a request already under way: wait for it, whoever says no."""
+        buckets = buckets_for(job, self.settings)
+        flag = police_flag(job.channel)
+        while True:
+            asked_at = time.monotonic()
+            grant = await self.limiter.acquire(buckets, job.priority, flag)
+            if grant.allowed:
+                return _Budget(asked_at, time.monotonic(), grant.wait_s)
+            if self._stopping.is_set():
+                raise SendTransient("network", "notifier stopping")
+            await asyncio.sleep(min(grant.wait_s, 1.0))
+
+    async def _send(self, lease: _Lease, detail: str, budget: _Budget, woke_at: float) -> None:
         job = lease.job
         channel = job.channel
         attempts = lease.attempts
@@ -668,10 +696,12 @@ class DeliveryService:
                 text=job.text,
                 subject=job.subject,
                 in_session=job.in_session,
-                commit=self._committer(job) if channel in ADAPTER_COMMITS else None,
+                commit=(
+                    self._committer(job, budget, woke_at) if channel in ADAPTER_COMMITS else None
+                ),
             )
             if channel not in ADAPTER_COMMITS:
-                await self._committer(job)()
+                await self._committer(job, budget, woke_at)()
             try:
                 sent = await sender.send(outbound)
             except SendPermanent as exc:
