@@ -6,6 +6,7 @@ cannot drift apart in how they connect, measure, log or answer /healthz, /readyz
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,6 +50,9 @@ def create_runtime(service: str, settings: BaseServiceSettings) -> ServiceRuntim
         settings.nats_url,
         middlewares=[NatsPrometheusMiddleware(registry=metrics, app_name=service)],
         logger=logging.getLogger(f"buurtalert.{service}.broker"),
+        # FastStream logs "Received" and "Processed" for every message at this level; at INFO
+        # that doubled each service's own per-alert line (and its cost). Errors stay at ERROR.
+        log_level=logging.DEBUG,
         graceful_timeout=10.0,
         # Keep reconnecting forever: a restarted nats-server must not take a service down.
         max_reconnect_attempts=-1,
@@ -79,6 +83,21 @@ def redis_pool(settings: BaseServiceSettings) -> BlockingConnectionPool:
     )
 
 
+def _freeze_startup_objects() -> None:
+    """Keep what start-up built (modules, schemas, app, broker) out of every later GC pass.
+
+    Per message FastStream, pydantic and the clients allocate many short-lived objects, so the
+    cyclic GC runs often, and each full pass walked everything start-up had built too: about a
+    seventh of the router's CPU under load. Frozen objects are never collected (they live as
+    long as the process anyway); collecting first keeps start-up's garbage out of the freeze.
+    A youngest generation of 10,000 instead of 700 objects: most per-message objects are freed
+    by reference counting before a pass would see them, so passes run far less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 async def _redis_ping(redis: Redis) -> bool:
     try:
         return bool(await redis.ping())
@@ -95,6 +114,7 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str = "
         for hook in runtime.startup:
             await hook()
         await runtime.broker.start()
+        _freeze_startup_objects()
         log.info("%s started", runtime.service)
         try:
             yield

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
+from services.ingest.admission import Admission
 from services.ingest.auth import (
     Principal,
     Role,
@@ -57,6 +58,7 @@ def install(
     coverage: Coverage,
 ) -> None:
     """Add the v1 API and its error handlers to the app."""
+    admission = Admission(registry.redis, limiter)
     admin = Depends(require_admin(keys, registry.redis))
     group_admin = Depends(require_group_admin(keys, registry.redis))
     router = APIRouter(prefix="/v1")
@@ -97,7 +99,8 @@ def install(
     ) -> AlertAccepted:
         """Report what you saw. 112 first: say whether it has been called."""
         client = request.client.host if request.client else "unknown"
-        decision = await limiter.hit(f"source:{client}", source_limit)
+        # The bucket and the registry version (for `covered`) in one round trip.
+        decision, version = await admission.hit(f"source:{client}", source_limit)
         if not decision.allowed:
             rejected.labels("/v1/reports", "rate_limited").inc()
             raise HTTPException(
@@ -111,7 +114,9 @@ def install(
         await publisher.publish(event)
         return AlertAccepted(
             alert_id=event.alert_id,
-            covered=await coverage.covers(report.location.lat, report.location.lon, "web"),
+            covered=await coverage.covers(
+                report.location.lat, report.location.lon, "web", version=version
+            ),
             held=assess(event.text).reason,
         )
 

@@ -8,7 +8,7 @@ from prometheus_client import Counter
 from services.ingest import api, notices_api, webhooks
 from services.ingest.auth import key_roles
 from services.ingest.conversation import Conversation
-from services.ingest.coverage import Coverage
+from services.ingest.coverage import Coverage, EdgeIndex
 from services.ingest.locating import Locator
 from services.ingest.pages import install_pages
 from services.ingest.publishing import AlertPublisher
@@ -47,7 +47,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     )
     keys = key_roles(settings.admin_keys, settings.dispatch_keys)
     limiter = RateLimiter(runtime.redis)
-    coverage = Coverage(IndexCache(registry), settings.neighbour_distance_m, runtime.metrics)
+    coverage = Coverage(
+        EdgeIndex(IndexCache(registry)), settings.neighbour_distance_m, runtime.metrics
+    )
     api.install(
         app,
         registry=registry,

@@ -10,6 +10,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.router.expiry import ExpiryScheduler as Expiry
+from services.router.fresh_index import SharedCheck
 from services.router.matching import route_alert, route_notice
 from shared import subjects
 from shared.broker import ServiceRuntime
@@ -34,6 +35,8 @@ def register(
     """Attach the router's subscriber to the runtime's broker."""
     broker = runtime.broker
     settler = Settler("router", broker, settings, runtime.metrics)
+    # The alerts of a fetched batch share their registry-version checks (see SharedCheck).
+    index_source = SharedCheck(cache)
     routed = Counter(
         "router_alerts_total",
         "Alerts routed, by outcome",
@@ -97,7 +100,7 @@ def register(
                 raise PermanentError(
                     f"not an AlertReceived v1: {exc.error_count()} errors"
                 ) from exc
-            index = await cache.get()
+            index = await index_source.get()
             if alert.notice is not None:
                 notice = alert.notice
                 earlier = await earlier_targets(runtime.redis, notice.references)
