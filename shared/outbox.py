@@ -354,11 +354,15 @@ class OutcomeStore:
         """
         return bool(await self._release(keys=[inflight_key(delivery_id)], args=[owner]))
 
-    async def plan(self, alert_id: str, recipients: int) -> bool:
-        """Record how many recipients an alert was meant to reach; True the first time."""
-        first = bool(await self.redis.hsetnx(reach_key(alert_id), "planned", recipients))
-        await self.redis.expire(reach_key(alert_id), self.ttl_s)
-        return first
+    async def plan(self, alert_id: str, recipients: int) -> tuple[bool, set[str]]:
+        """Record how many recipients an alert was meant to reach (True the first time), and
+        who already has an outcome (a repeated fan-out skips them): one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(reach_key(alert_id), "planned", recipients)
+            pipe.expire(reach_key(alert_id), self.ttl_s)
+            pipe.hkeys(outcomes_key(alert_id))
+            first, _, done = await pipe.execute()
+        return bool(first), {_text(k) for k in done}
 
     async def apply_receipt(self, alert_id: str, recipient: str, status: str) -> int:
         """Fold a provider status into the recorded outcome.
@@ -371,10 +375,6 @@ class OutcomeStore:
                 args=[recipient, status.lower(), self.ttl_s],
             )
         )
-
-    async def recorded(self, alert_id: str) -> set[str]:
-        """Recipients that already have an outcome for this alert."""
-        return {_text(k) for k in await self.redis.hkeys(outcomes_key(alert_id))}
 
 
 async def read_outbox(redis: Redis, limit: int = 50) -> list[dict[str, Any]]:

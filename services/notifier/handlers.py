@@ -107,12 +107,12 @@ def register(
                     if await store.record(nobody):
                         deliveries.labels("none", kind).inc()
                     return
-                if await store.plan(alert.alert_id, len(recipients)):
+                first, done = await store.plan(alert.alert_id, len(recipients))
+                if first:
                     planned.labels(alert.kind).inc(len(recipients))
-                done = await store.recorded(alert.alert_id)
                 todo = [r for r in recipients if r.key not in done]
                 suppressed.inc(len(recipients) - len(todo))
-                opted_out = await _opted_out(runtime.redis, todo)
+                opted_out, sessions = await _opted_out_and_sessions(runtime.redis, todo)
                 police = alert.notice is not None
                 # Police notices are exempt from the per-person cap on resident alerts.
                 allowed = (
@@ -122,7 +122,6 @@ def register(
                         alert.alert_id, [r.key for r in todo if r.key not in opted_out]
                     )
                 )
-                sessions = await _whatsapp_sessions(runtime.redis, todo)
                 # One text per relation ("in your area" or "next to it"), not one per person.
                 texts = {
                     relation: render(alert, relation, incident_count=routed.incident_count)
@@ -191,20 +190,21 @@ def register(
         await settler.run(msg, work)
 
 
-async def _whatsapp_sessions(redis: Redis, recipients: list[Recipient]) -> set[str]:
-    """WhatsApp recipients who wrote to us in the last 24 hours: free text is allowed."""
-    wa = [r for r in recipients if r.channel == "whatsapp"]
-    if not wa:
-        return set()
-    flags = await redis.mget([whatsapp_session_key(r.key) for r in wa])
-    return {r.key for r, flag in zip(wa, flags, strict=True) if flag}
-
-
-async def _opted_out(redis: Redis, recipients: list[Recipient]) -> set[str]:
+async def _opted_out_and_sessions(
+    redis: Redis, recipients: list[Recipient]
+) -> tuple[set[str], set[str]]:
+    """Who said STOP, and which WhatsApp recipients wrote to us in the last 24 hours (free
+    text allowed): one round trip."""
     if not recipients:
-        return set()
-    flags = await redis.mget([opt_out_key(r.channel, r.address) for r in recipients])
-    return {r.key for r, flag in zip(recipients, flags, strict=True) if flag}
+        return set(), set()
+    wa = [r for r in recipients if r.channel == "whatsapp"]
+    keys = [opt_out_key(r.channel, r.address) for r in recipients]
+    keys += [whatsapp_session_key(r.key) for r in wa]
+    flags = await redis.mget(keys)
+    n = len(recipients)
+    opted_out = {r.key for r, flag in zip(recipients, flags[:n], strict=True) if flag}
+    sessions = {r.key for r, flag in zip(wa, flags[n:], strict=True) if flag}
+    return opted_out, sessions
 
 
 def register_replies(runtime: ServiceRuntime, settings: NotifierSettings, queue: JobQueue) -> None:
