@@ -71,7 +71,7 @@ from shared import subjects
 from shared.errors import TransientError
 from shared.observability import latency_histogram
 from shared.outbox import Claim, OutcomeStore, inflight_key
-from shared.ratelimit import MultiLimiter
+from shared.ratelimit import Grant, MultiLimiter
 from shared.schemas import (
     DeliveryAttempted,
     DeliveryJobs,
@@ -253,6 +253,7 @@ class _Lease:
     job: DeliveryRequested
     batch: _Batch
     service: DeliveryService
+    settled: bool = False  # done, abandoned or handed back: each lease is finished once
 
     @property
     def attempts(self) -> int:
@@ -261,11 +262,15 @@ class _Lease:
 
     async def done(self) -> None:
         """The job has its outcome (or needs none)."""
-        await self.batch.finish_one()
+        if not self.settled:
+            self.settled = True
+            await self.batch.finish_one()
 
     async def abandon(self) -> None:
         """Neither settled nor queued again: the message must come back."""
-        await self.batch.finish_one(abandoned=True)
+        if not self.settled:
+            self.settled = True
+            await self.batch.finish_one(abandoned=True)
 
     async def later(self, delay_s: float, *, attempted: bool = False) -> None:
         """Queue the job again, not to be tried before delay_s from now.
@@ -273,6 +278,8 @@ class _Lease:
         As a message of its own, carrying its history: JetStream's delivery count starts anew
         with the new message, and a message of many jobs cannot wait for one of them.
         """
+        if self.settled:
+            return
         job = self.job
         retry = job.model_copy(
             update={
@@ -290,8 +297,10 @@ class _Lease:
 
     async def not_yet(self, delay_s: float) -> None:
         """A job queued again came before its time: wait without counting an attempt."""
-        if not await self.batch.hand_back(delay_s):
-            await self.later(delay_s)
+        if not self.settled and await self.batch.hand_back(delay_s):
+            self.settled = True
+            return
+        await self.later(delay_s)
 
 
 class DeliveryService:
@@ -426,6 +435,11 @@ class DeliveryService:
                         log.warning(
                             "deliver %s: redis %s; retry later", channel, type(exc).__name__
                         )
+                        await lease.abandon()
+                    except Exception:
+                        # A bug must not leave the message kept in progress for ever: hand
+                        # it back (its settled jobs are skipped next time) and go on.
+                        log.exception("deliver %s: dispatch failed; handed back", channel)
                         await lease.abandon()
 
     async def _unpack(self, msg: Msg, channel: MemberChannel) -> list[DeliveryRequested]:
@@ -645,19 +659,24 @@ class DeliveryService:
             return ""
         return look.holder
 
+    async def _ask_budget(self, job: DeliveryRequested) -> tuple[Grant, _Budget]:
+        """One request for the job's budgets; the budget is meaningful only when allowed."""
+        asked_at = time.monotonic()
+        grant = await self.limiter.acquire(
+            buckets_for(job, self.settings), job.priority, police_flag(job.channel)
+        )
+        return grant, _Budget(asked_at, time.monotonic(), grant.wait_s)
+
     async def _wait_for_budget(self, lease: _Lease) -> _Budget | None:
         """Take the rate budget, or None when the job was handed back.
 
         A job is handed back when only its chat's budget is short.
         """
         job = lease.job
-        buckets = buckets_for(job, self.settings)
-        flag = police_flag(job.channel)
         while True:
-            asked_at = time.monotonic()
-            grant = await self.limiter.acquire(buckets, job.priority, flag)
+            grant, budget = await self._ask_budget(job)
             if grant.allowed:
-                return _Budget(asked_at, time.monotonic(), grant.wait_s)
+                return budget
             self.metrics.rate_limited.labels(job.channel, grant.denied_by).inc()
             if grant.denied_by in ("chat", "group") and grant.wait_s > 0.5:
                 # One busy chat must not hold up everyone else's messages.
@@ -670,13 +689,10 @@ class DeliveryService:
 
     async def _rebudget(self, job: DeliveryRequested) -> _Budget:
         """A fresh budget for a request already under way: wait for it, whoever says no."""
-        buckets = buckets_for(job, self.settings)
-        flag = police_flag(job.channel)
         while True:
-            asked_at = time.monotonic()
-            grant = await self.limiter.acquire(buckets, job.priority, flag)
+            grant, budget = await self._ask_budget(job)
             if grant.allowed:
-                return _Budget(asked_at, time.monotonic(), grant.wait_s)
+                return budget
             if self._stopping.is_set():
                 raise SendTransient("network", "notifier stopping")
             await asyncio.sleep(min(grant.wait_s, 1.0))
