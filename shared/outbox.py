@@ -137,7 +137,7 @@ end
 # KEYS: outcomes hash, in-flight key, early receipts hash
 # ARGV: recipient, owner token ("" to look without claiming), ttl, dead owner to take over
 #       from ("" for none), grace ms (-1: never by age), "uncommitted" to also take over a
-#       marker never committed, whatever its age
+#       marker never committed, whatever its age; "c" to set our marker committed at once
 # Returns {state, holder, marker age ms (-1 unknown), early receipt status, committed 0/1}.
 _CLAIM = (
     _MARKER_LUA
@@ -164,7 +164,9 @@ if raw then
 elseif ARGV[2] == '' then
   return {'free', '', -1, receipt, 0}
 end
-redis.call('SET', KEYS[2], ARGV[2] .. '|' .. now .. '|p', 'EX', tonumber(ARGV[3]))
+local stage = 'p'
+if ARGV[7] == 'c' then stage = 'c' end
+redis.call('SET', KEYS[2], ARGV[2] .. '|' .. now .. '|' .. stage, 'EX', tonumber(ARGV[3]))
 return {'claimed', '', -1, receipt, 0}
 """
 )
@@ -288,6 +290,7 @@ class OutcomeStore:
         take_over_from: str = "",
         grace_s: float | None = 0.0,
         only_uncommitted: bool = False,
+        commit: bool = False,
     ) -> Claim:
         """Take a delivery right before its provider request.
 
@@ -295,15 +298,16 @@ class OutcomeStore:
         it, "claimed" when it is ours to send now. With `take_over_from` (a holder found dead)
         the marker is taken over, but only if that same owner still holds it, no receipt for
         it has come in, and it is at least `grace_s` old (None: never by age) or, with
-        `only_uncommitted`, was never committed; else "held" again.
+        `only_uncommitted`, was never committed; else "held" again. With `commit` our marker
+        is committed at once (the request leaves right after: see `commit`).
         """
         return await self._run_claim(
-            alert_id, recipient, owner, take_over_from, grace_s, only_uncommitted
+            alert_id, recipient, owner, take_over_from, grace_s, only_uncommitted, commit
         )
 
     async def inspect(self, alert_id: str, recipient: str) -> Claim:
         """Look at a delivery without claiming it: "done", "free" or "held"."""
-        return await self._run_claim(alert_id, recipient, "", "", 0.0, False)
+        return await self._run_claim(alert_id, recipient, "", "", 0.0, False, False)
 
     async def commit(self, delivery_id: str, owner: str) -> bool:
         """Mark our in-flight delivery as past its point of no return, right before it.
@@ -321,6 +325,7 @@ class OutcomeStore:
         take_over_from: str,
         grace_s: float | None,
         only_uncommitted: bool,
+        commit: bool,
     ) -> Claim:
         did = delivery_id(alert_id, recipient)
         state, holder, age_ms, receipt, committed = await self._claim(
@@ -332,6 +337,7 @@ class OutcomeStore:
                 take_over_from,
                 -1 if grace_s is None else int(grace_s * 1000),
                 "uncommitted" if only_uncommitted else "",
+                "c" if commit else "p",
             ],
         )
         age = int(age_ms)

@@ -540,6 +540,11 @@ class DeliveryService:
             # then waits out the rest.
             await budget.sleep(lead_s=self._lead_s.get(job.channel, 0.0))
             woke_at = time.monotonic()
+            # An HTTP request leaves right after the claim: it is kept on time first and the
+            # claim commits at once (one round trip); e-mail commits later, before DATA.
+            at_claim = job.channel not in ADAPTER_COMMITS
+            if at_claim:
+                budget = await self._on_time(job, budget)
             claim = await self.store.claim(
                 job.alert_id,
                 job.recipient,
@@ -547,6 +552,7 @@ class DeliveryService:
                 take_over_from=take_over_from,
                 grace_s=self._grace_s(job.channel) or None,
                 only_uncommitted=True,
+                commit=at_claim,
             )
             if claim.state == "done":
                 await lease.done()
@@ -583,30 +589,14 @@ class DeliveryService:
     def _committer(
         self, job: DeliveryRequested, budget: _Budget, woke_at: float
     ) -> Callable[[], Awaitable[None]]:
-        """The hook at a send's point of no return: keep the budget's time, then commit.
-
-        A request that would leave more than SEND_LATE_MAX_S after its budget's moment (a busy
-        loop, slow round trips before it) does not go then: sent late, it could share a
-        provider window with the requests budgeted after it, which leave on time. It takes a
-        fresh budget first. Checked here, right before the point of no return, as that is when
-        the provider counts it (for e-mail: the end of DATA, after connecting and RCPT).
-        """
-        current = [budget]
+        """The adapter's hook at its point of no return: keep the budget's time, then commit."""
 
         async def commit() -> None:
             lead = time.monotonic() - woke_at
             self._lead_s[job.channel] = min(
                 MAX_LEAD_S, 0.8 * self._lead_s.get(job.channel, lead) + 0.2 * lead
             )
-            await current[0].sleep()
-            for _ in range(LATE_REBUDGETS):
-                # Bounded: when Redis itself answers slower than the tolerance, every budget
-                # looks late; then the request goes, and a provider's 429 is handled as ever.
-                if current[0].late_s() <= SEND_LATE_MAX_S:
-                    break
-                self.metrics.rate_limited.labels(job.channel, "late").inc()
-                current[0] = await self._rebudget(job)
-                await current[0].sleep()
+            await self._on_time(job, budget)
             try:
                 ours = await self.store.commit(job.delivery_id, self.owner)
             except RedisError as exc:
@@ -615,6 +605,25 @@ class DeliveryService:
                 raise SendAbandoned()
 
         return commit
+
+    async def _on_time(self, job: DeliveryRequested, budget: _Budget) -> _Budget:
+        """Wait for the budget's moment; if already more than SEND_LATE_MAX_S past it, take a
+        fresh budget (the one the request then goes on).
+
+        Sent late, a request could share a provider window with the requests budgeted after
+        it, which leave on time. Called right before the point of no return, as that is when
+        the provider counts it (for e-mail: the end of DATA, after connecting and RCPT).
+        """
+        await budget.sleep()
+        for _ in range(LATE_REBUDGETS):
+            # Bounded: when Redis itself answers slower than the tolerance, every budget looks
+            # late; then the request goes, and a provider's 429 is handled as ever.
+            if budget.late_s() <= SEND_LATE_MAX_S:
+                break
+            self.metrics.rate_limited.labels(job.channel, "late").inc()
+            budget = await self._rebudget(job)
+            await budget.sleep()
+        return budget
 
     def _grace_s(self, channel: MemberChannel) -> float:
         """How long a dead notifier's send may wait for its receipt; 0: never resent."""
@@ -716,8 +725,6 @@ class DeliveryService:
                     self._committer(job, budget, woke_at) if channel in ADAPTER_COMMITS else None
                 ),
             )
-            if channel not in ADAPTER_COMMITS:
-                await self._committer(job, budget, woke_at)()
             try:
                 sent = await sender.send(outbound)
             except SendPermanent as exc:

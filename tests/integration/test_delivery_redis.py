@@ -204,6 +204,14 @@ async def test_an_uncommitted_marker_is_taken_over_at_once_a_committed_one_never
         "a7", "email:ii", "third", take_over_from="new", grace_s=None, only_uncommitted=True
     )
     assert (kept.state, kept.holder, kept.committed) == ("held", "new", True)
+    # An HTTP request leaves right after its claim: the claim can commit at once.
+    at_once = await store.claim("a7", "telegram:ll", "dead", commit=True)
+    assert at_once.state == "claimed"
+    assert (await marker(redis, "ba:inflight:a7.telegram:ll")).endswith("|c")
+    never = await store.claim(
+        "a7", "telegram:ll", "new", take_over_from="dead", grace_s=None, only_uncommitted=True
+    )
+    assert (never.state, never.committed) == ("held", True)
     # A marker from before markers were committed counts as committed: it may have been sent.
     await redis.set("ba:inflight:a7.email:kk", "old|1700000000000")
     old = await store.claim(
