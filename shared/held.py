@@ -24,9 +24,12 @@ async def hold(
     redis: Redis, alert: AlertReceived, reason: str, group_ids: Sequence[str] = ()
 ) -> int:
     """Keep a held message for the admins; the sender's offence count (idempotent per alert)."""
-    added = await redis.hsetnx(HELD, alert.alert_id, alert.model_dump_json())
-    await redis.hset(f"{HELD}:reasons", alert.alert_id, reason)
-    await redis.hset(f"{HELD}:groups", alert.alert_id, json.dumps(sorted(set(group_ids))))
+    # One transaction: a listing never sees a held message without its reason and groups.
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hsetnx(HELD, alert.alert_id, alert.model_dump_json())
+        pipe.hset(f"{HELD}:reasons", alert.alert_id, reason)
+        pipe.hset(f"{HELD}:groups", alert.alert_id, json.dumps(sorted(set(group_ids))))
+        added, _, _ = await pipe.execute()
     if not alert.sender_ref:
         return 0
     key = _offences_key(alert.sender_ref)
