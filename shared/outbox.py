@@ -349,10 +349,6 @@ class OutcomeStore:
             committed=bool(int(committed)),
         )
 
-    async def has_outcome(self, alert_id: str, recipient: str) -> bool:
-        """Whether this (alert, recipient) already has its outcome."""
-        return bool(await self.redis.hexists(outcomes_key(alert_id), recipient))
-
     async def release(self, delivery_id: str, owner: str) -> bool:
         """Clear our in-flight marker after a failed request that will be retried.
 
