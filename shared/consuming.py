@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from shared import subjects
 from shared.errors import Deferred, PermanentError, TransientError
+from shared.observability import set_correlation_id
 from shared.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class Settler:
 
     async def run(self, msg: NatsMessage, work: Callable[[], Awaitable[None]]) -> None:
         """Do the work, then ack; on failure nak with delay or dead-letter."""
+        # Producers publish with the alert id as correlation id (FastStream's header).
+        set_correlation_id(msg.correlation_id)
         try:
             await work()
         except Deferred as exc:

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from shared import subjects
 from shared.errors import TransientError
-from shared.observability import latency_histogram
+from shared.observability import latency_histogram, set_correlation_id
 from shared.schemas import AlertReceived, ReplyRequested
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class AlertPublisher:
 
     async def publish(self, event: AlertReceived, msg_id: str | None = None) -> bool:
         """Store the event; True when new, False when JetStream saw this id already."""
+        set_correlation_id(event.alert_id)
         with self.seconds.labels(event.channel).time():
             try:
                 ack = await self.broker.publish(

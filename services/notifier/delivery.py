@@ -69,7 +69,7 @@ from services.notifier.jobs import packed_retry, publish
 from services.notifier.limits import account_bucket, buckets_for, police_flag
 from shared import subjects
 from shared.errors import TransientError
-from shared.observability import latency_histogram
+from shared.observability import latency_histogram, set_correlation_id
 from shared.outbox import Claim, OutcomeStore, inflight_key
 from shared.ratelimit import Grant, MultiLimiter
 from shared.schemas import (
@@ -428,6 +428,7 @@ class DeliveryService:
                     continue
                 batch = _Batch(msg, len(jobs), self.settings.ack_wait_s / 3)
                 for job in jobs:
+                    set_correlation_id(job.alert_id)  # the send task started here inherits it
                     lease = _Lease(job, batch, self)
                     try:
                         await self._dispatch(lease)
@@ -441,6 +442,7 @@ class DeliveryService:
                         # it back (its settled jobs are skipped next time) and go on.
                         log.exception("deliver %s: dispatch failed; handed back", channel)
                         await lease.abandon()
+            set_correlation_id(None)
 
     async def _unpack(self, msg: Msg, channel: MemberChannel) -> list[DeliveryRequested]:
         """The jobs a message carries; a message that holds none is dead-lettered."""
@@ -808,6 +810,17 @@ class DeliveryService:
             try:
                 if await self.store.record(attempt, inflight=inflight_key(job.delivery_id)):
                     self.metrics.deliveries.labels(job.channel, outcome).inc()
+                    # Ids and the outcome only: never the address or the text.
+                    log.log(
+                        logging.DEBUG if outcome == "delivered" else logging.INFO,
+                        "delivery %s",
+                        outcome,
+                        extra={
+                            "delivery_id": job.delivery_id,
+                            "channel": job.channel,
+                            "attempts": attempt.attempts,
+                        },
+                    )
                 break
             except RedisError:
                 if pause is None:
