@@ -16,7 +16,8 @@ OFFENCE_WINDOW_S = 30 * 24 * 3600
 REPEAT_OFFENDER_AT = 3
 
 
-def _offences_key(sender_ref: str) -> str:
+def offences_key(sender_ref: str) -> str:
+    """Redis counter of one sender's held messages within the offence window."""
     return f"ba:offences:{sender_ref}"
 
 
@@ -32,7 +33,7 @@ async def hold(
         added, _, _ = await pipe.execute()
     if not alert.sender_ref:
         return 0
-    key = _offences_key(alert.sender_ref)
+    key = offences_key(alert.sender_ref)
     if added:
         count = int(await redis.incr(key))
         await redis.expire(key, OFFENCE_WINDOW_S)
@@ -60,7 +61,7 @@ async def list_held(
         alert = AlertReceived.model_validate_json(body)
         offences = 0
         if alert.sender_ref:
-            offences = int(await redis.get(_offences_key(alert.sender_ref)) or 0)
+            offences = int(await redis.get(offences_key(alert.sender_ref)) or 0)
         out.append(
             {
                 "alert_id": str(alert_id),

@@ -16,7 +16,8 @@ from shared.schemas import AlertReceived
 ASKING_CHANNELS = frozenset({"sms", "telegram", "whatsapp"})
 
 
-def _pending_key(sender_ref: str) -> str:
+def pending_key(sender_ref: str) -> str:
+    """Redis key of the report awaiting one sender's answer to "Is 112 al gebeld?"."""
     return f"ba:saar:pending:{sender_ref}"
 
 
@@ -37,12 +38,12 @@ def awaits_answer(alert: AlertReceived) -> bool:
 async def remember_question(redis: Redis, alert: AlertReceived, ttl_s: int) -> None:
     """Note that this sender's latest report awaits a JA/NEE."""
     if alert.sender_ref:
-        await redis.set(_pending_key(alert.sender_ref), alert.alert_id, ex=ttl_s)
+        await redis.set(pending_key(alert.sender_ref), alert.alert_id, ex=ttl_s)
 
 
 async def record_answer(redis: Redis, sender_ref: str, called_112: bool, ttl_s: int) -> str | None:
     """Store a JA/NEE against the sender's waiting report; the report's id, or None."""
-    raw = await redis.get(_pending_key(sender_ref))
+    raw = await redis.get(pending_key(sender_ref))
     if raw is None:
         return None
     alert_id = raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -40,7 +40,12 @@ class BaseServiceSettings(BaseSettings):
     log_json: bool = False
     stream_name: str = Field("ALERTS", description="JetStream stream that carries alert events")
     stream_replicas: int = Field(1, ge=1, le=5)
-    stream_max_age_s: float = Field(7 * 24 * 3600, gt=0)
+    stream_max_age_s: float = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="how long reports and notices are kept: in JetStream, and in Redis "
+        "(held messages, outbox entries, join requests) by the edge's retention sweep",
+    )
     duplicate_window_s: float = Field(
         120, gt=0, description="JetStream de-duplication window for Nats-Msg-Id"
     )
@@ -67,6 +72,9 @@ class IngestSettings(BaseServiceSettings):
     publish_timeout_s: float = Field(5.0, gt=0)
     saar_question_ttl_s: int = Field(
         900, gt=0, description="how long a JA/NEE answer can still be matched to its report"
+    )
+    retention_sweep_every_s: float = Field(
+        600, gt=0, description="how often the edge drops what is older than stream_max_age_s"
     )
     # Abuse limits: per sender (hashed) and per source address, as token buckets in Redis.
     sender_reports_per_hour: float = Field(20, gt=0)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.log_scan import _note_service_processes, pytest_sessionfinish  # noqa: F401
+from tests.log_scan import (  # noqa: F401
+    _note_service_processes,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 from tests.servers import NatsHandle, System, running_nats, running_redis
 
 #: The handbook's data folder beside the repository (never copied into it).

@@ -151,6 +151,7 @@ def _mask(value: str) -> str:
 
 
 _SCAN = LogScan()
+_REPORT: list[str] = []
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -186,15 +187,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "findings_total": len(findings),
     }
     (ARTIFACTS / "log-scan.json").write_text(json.dumps(summary, indent=2) + "\n")
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.ensure_newline()
-    say = reporter.write_line if reporter is not None else print
-    say(
+    _REPORT.append(
         f"log scan: {lines} lines at info level or above in {len(files)} service logs, "
         f"{len(_SCAN.secrets)} secrets checked, {len(findings)} leaks"
     )
-    for finding in findings[:20]:
-        say(f"  LEAK {finding.path}:{finding.line}: {finding.what}")
+    _REPORT.extend(f"  LEAK {f.path}:{f.line}: {f.what}" for f in findings[:20])
     if findings and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the scan's result after the test results."""
+    for line in _REPORT:
+        terminalreporter.write_line(line)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from prometheus_client import Counter
 
-from services.ingest import api, notices_api, webhooks
+from services.ingest import api, notices_api, privacy_api, webhooks
 from services.ingest.auth import key_roles
 from services.ingest.conversation import Conversation
 from services.ingest.coverage import Coverage, EdgeIndex
+from services.ingest.erasure import Eraser
 from services.ingest.locating import Locator
 from services.ingest.pages import install_pages
 from services.ingest.publishing import AlertPublisher
@@ -62,6 +63,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     )
     notices_api.install(app, publisher=publisher, keys=keys, rejected=rejected)
     install_pages(app, registry)
+    eraser = Eraser(runtime.redis, registry)
+    privacy_api.install(app, keys=keys, redis=runtime.redis, eraser=eraser, rejected=rejected)
+    privacy_api.start_retention_sweep(runtime, settings)
     conversation = Conversation(
         runtime.redis,
         publisher,
@@ -71,6 +75,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         settings.saar_question_ttl_s,
         rejected,
         coverage,
+        eraser.erase,
     )
     webhooks.install(
         app,

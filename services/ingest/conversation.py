@@ -7,7 +7,7 @@ state in Redis. Every function returns the Dutch reply to send back, or None.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -66,6 +66,7 @@ class Conversation:
         question_ttl_s: int,
         rejected: Counter,
         coverage: Coverage,
+        erase: Callable[[MemberChannel, str], Awaitable[object]],
     ) -> None:
         self.redis = redis
         self.publisher = publisher
@@ -75,6 +76,7 @@ class Conversation:
         self.question_ttl_s = question_ttl_s
         self.rejected = rejected
         self.coverage = coverage
+        self.erase = erase
 
     async def handle(
         self, sender: Sender, command: Command, make_alert: MakeAlert, endpoint: str
@@ -88,7 +90,9 @@ class Conversation:
         if kind is CommandKind.START:
             return WELCOME_TEXT
         if kind is CommandKind.OPT_OUT:
+            # The marker first: should the erasure fail half-way, nothing is sent any more.
             await self.redis.set(opt_out_key(sender.channel, sender.identity), "1")
+            await self.erase(sender.channel, sender.identity)
             return OPT_OUT_CONFIRMATION
         if kind is CommandKind.OPT_IN:
             await self.redis.delete(opt_out_key(sender.channel, sender.identity))

@@ -12,7 +12,8 @@ from shared.schemas import Location, MemberChannel
 _LAST_LOCATION_TTL_S = 600
 
 
-def _last_key(sender_ref: str) -> str:
+def last_location_key(sender_ref: str) -> str:
+    """Where a sender's last shared location waits for the report that follows it."""
     return f"ba:lastloc:{sender_ref}"
 
 
@@ -26,14 +27,14 @@ class Locator:
     async def remember_shared(self, sender_ref: str, location: Location) -> None:
         """Keep a location shared on its own, for the report that follows it."""
         await self.redis.set(
-            _last_key(sender_ref), location.model_dump_json(), ex=_LAST_LOCATION_TTL_S
+            last_location_key(sender_ref), location.model_dump_json(), ex=_LAST_LOCATION_TTL_S
         )
 
     async def locate(
         self, sender_ref: str, text: str, channel: MemberChannel, identity: str
     ) -> Location | None:
         """The best location we have for this message, with its source; None if nothing."""
-        raw = await self.redis.get(_last_key(sender_ref))
+        raw = await self.redis.get(last_location_key(sender_ref))
         if raw is not None:
             return Location.model_validate_json(raw)
         found = await gazetteer.lookup(self.redis, gazetteer.find_postcodes(text))

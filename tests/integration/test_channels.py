@@ -143,19 +143,32 @@ def test_sms_join_and_opt_out(channels: tuple[System, httpx.Client]) -> None:
         ("sms", REPORTER_PHONE, "6171 AB")]
     stop = twilio_post(client, system, sms_form("SM" + "9" * 32, "AFMELDEN"))
     assert "afgemeld" in stop.text
+    # Opting out erases the person: their join request is gone too.
+    assert client.get("/v1/join-requests", headers=system.admin_headers()).json() == []
     twilio_stop = twilio_post(client, system, sms_form("SM" + "8" * 32, "STOP"))
     assert "<Message>" not in twilio_stop.text  # Twilio answers its own STOP
     # The member who says STOP gets nothing more; their outcome says why.
     member_stop = sms_form("SM" + "7" * 32, "STOP")
     member_stop["From"] = MEMBER_PHONE
     assert twilio_post(client, system, member_stop).status_code == 200
+    # ...and is no longer a member: the group has nobody left to reach.
+    assert outcomes_of(client, system, "Na afmelden") == ["no_recipients"]
+    # An admin who adds the number again does not undo the STOP: the marker stays.
+    assert client.post("/v1/groups/stein/members", headers=system.admin_headers(), json={
+        "channel": "sms", "address": MEMBER_PHONE}).status_code == 201
+    assert outcomes_of(client, system, "Na toevoegen") == ["opted_out"]
+    assert entries_for(client, system, "Na afmelden") == []
+    assert entries_for(client, system, "Na toevoegen") == []
+
+
+def outcomes_of(client: httpx.Client, system: System, text: str) -> list[str]:
+    """Post a report at Stein; the outcomes its recipients end with."""
     alert_id = client.post("/v1/reports", json={
-        "text": "Na afmelden", "location": STEIN, "called_112": True}).json()["alert_id"]
+        "text": text, "location": STEIN, "called_112": True}).json()["alert_id"]
     outcomes = wait_for(
         lambda: client.get(f"/v1/alerts/{alert_id}/outcomes", headers=system.admin_headers()
                            ).json(), lambda os_: len(os_) == 1)
-    assert [o["outcome"] for o in outcomes] == ["opted_out"]
-    assert entries_for(client, system, "Na afmelden") == []
+    return [o["outcome"] for o in outcomes]
 
 
 def test_sms_without_112_asks_and_the_answer_travels_with_the_report(
