@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats.errors
 import pytest
 from redis import Redis
 
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ALERTS = 300
 MEMBERS = ["+31612345681", "+31612345682", "+31612345683"]
 STREAM = "ALERTS"
-#: One report every ~30 ms: about ten seconds of steady traffic on this machine.
+#: A pause after each accepted report: 300 reports take about ten seconds on this machine.
 PAUSE_S = 0.02
 RETRY_PAUSE_S = 0.2
 #: Give up on one report after this long; a failover that takes longer fails the test.
@@ -162,7 +163,7 @@ def test_killing_the_stream_leader_loses_and_duplicates_nothing(
     assert poster.unexpected == []
     assert len(poster.accepted) == ALERTS
     assert len(set(poster.accepted)) == ALERTS
-    assert len(poster.accepted) > accepted_at_kill, "nothing was posted after the kill"
+    assert accepted_at_kill < ALERTS // 2, "the node died after most of the traffic"
 
     # The survivors still carry the stream at three replicas, one of them down.
     info = cluster.stream_info(STREAM)
@@ -185,10 +186,12 @@ def test_killing_the_stream_leader_loses_and_duplicates_nothing(
     duplicates = sum(n - 1 for n in per_person.values() if n > 1)
     lost = expected - len(per_person)
     outcomes = {alert_id: redis.hlen(outcomes_key(alert_id)) for alert_id in accepted}
-    redis.close()
+    # A 503 whose publish did reach the stream (PubAck lost) comes back as a duplicate on retry.
+    stored_before_503 = _metric_sum(system, "ingest_alerts_duplicate_total")
     print(
         f"\naccepted {len(accepted)}, delivered {len(per_person)}, lost {lost}, "
         f"duplicates {duplicates}, rejected-during-failover {len(poster.rejected)} "
+        f"(of which stored after all and deduplicated on retry: {stored_before_503:.0f}) "
         f"(killed {victim.name} after {accepted_at_kill} accepted: stream leader, leader of "
         f"{consumer_leaders}/{len(consumers)} consumers, {connections[victim.name]} service "
         f"connections; new stream leader {new_leader} after {failover_s:.1f}s)"
@@ -199,6 +202,18 @@ def test_killing_the_stream_leader_loses_and_duplicates_nothing(
     assert set(outcomes.values()) == {len(MEMBERS)}
     # A 503 only while the stream had no leader, never before the kill.
     assert all(t >= killed_at for t in poster.rejected)
+
+    # A service (re)started while one of the URLs in BUURTALERT_NATS_URL is dead still connects.
+    system.kill("ingest")
+    system.start("ingest")
+    with system.client() as client:
+        resp = client.post(
+            "/v1/reports", json={"text": "na herstart", "location": STEIN, "called_112": True}
+        )
+    assert resp.status_code == 202
+    late = resp.json()["alert_id"]
+    wait_for(lambda: redis.hlen(outcomes_key(late)), lambda n: n == len(MEMBERS), timeout_s=30)
+    redis.close()
 
     # The killed node comes back, catches up, and the stream has three current replicas again.
     victim.start()
@@ -211,8 +226,8 @@ def test_killing_the_stream_leader_loses_and_duplicates_nothing(
 def _leader_or_none(cluster: NatsCluster) -> str | None:
     try:
         info = cluster.stream_info(STREAM)
-    except Exception:  # noqa: BLE001 - no answer while the election runs
-        return None
+    except (nats.errors.Error, TimeoutError, OSError):
+        return None  # no answer while the election runs
     return info.cluster.leader if info.cluster else None
 
 
@@ -220,3 +235,9 @@ def _entry(fields: dict[Any, Any] | None) -> tuple[str, str]:
     """(alert_id, recipient) of one outbox stream entry."""
     data = json.loads((fields or {})["entry"])
     return str(data["alert_id"]), str(data["recipient"])
+
+
+def _metric_sum(system: System, name: str) -> float:
+    """Sum of one counter over all its labels on the edge's /metrics."""
+    text = httpx.get(f"{system.url()}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
