@@ -47,14 +47,15 @@ def create_runtime(service: str, settings: BaseServiceSettings) -> ServiceRuntim
     configure_logging(service, settings.log_level, settings.log_json)
     metrics = CollectorRegistry(auto_describe=True)
     broker = NatsBroker(
-        settings.nats_url,
+        settings.nats_servers,
         middlewares=[NatsPrometheusMiddleware(registry=metrics, app_name=service)],
         logger=logging.getLogger(f"buurtalert.{service}.broker"),
         # FastStream logs "Received" and "Processed" for every message at this level; at INFO
         # that doubled each service's own per-alert line (and its cost). Errors stay at ERROR.
         log_level=logging.DEBUG,
         graceful_timeout=10.0,
-        # Keep reconnecting forever: a restarted nats-server must not take a service down.
+        # Keep reconnecting forever, to any server of the list (and those the cluster
+        # announces): a restarted nats-server or a lost cluster node must not take a service down.
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
     )

@@ -24,6 +24,14 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def split_nats_urls(value: str) -> list[str]:
+    """The server list in BUURTALERT_NATS_URL: one URL, or several separated by commas."""
+    servers = [part.strip() for part in value.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("BUURTALERT_NATS_URL names no server")
+    return servers
+
+
 class BaseServiceSettings(BaseSettings):
     """What every buurtalert process needs: where NATS and Redis are, logging, environment."""
 
@@ -32,7 +40,10 @@ class BaseServiceSettings(BaseSettings):
     env: Literal["dev", "test", "prod"] = Field(
         "dev", description="dev and test allow generated keys; prod refuses placeholders"
     )
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222",
+        description="one NATS URL, or a cluster's URLs separated by commas (any one may be down)",
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     data_dir: Path = Path(".buurtalert")
     host: str = "127.0.0.1"
@@ -60,6 +71,17 @@ class BaseServiceSettings(BaseSettings):
     outcome_ttl_s: int = Field(
         30 * 24 * 3600, gt=0, description="how long delivery outcomes are kept in Redis"
     )
+
+    @field_validator("nats_url")
+    @classmethod
+    def _some_nats_server(cls, value: str) -> str:
+        split_nats_urls(value)
+        return value
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """Every NATS server to try, for nats.connect(servers=...) and NatsBroker(servers=...)."""
+        return split_nats_urls(self.nats_url)
 
 
 class IngestSettings(BaseServiceSettings):

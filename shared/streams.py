@@ -32,7 +32,9 @@ def alerts_stream_config(settings: BaseServiceSettings) -> StreamConfig:
 
 async def ensure_streams(settings: BaseServiceSettings) -> None:
     """Create the stream, or update it to the wanted config; safe from every replica."""
-    nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=3)
+    nc = await nats.connect(
+        settings.nats_servers, connect_timeout=5, max_reconnect_attempts=3, reconnect_time_wait=1
+    )
     try:
         js = nc.jetstream()
         config = alerts_stream_config(settings)

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from buurtalert import embedded
+from tests.cluster import NatsCluster
 
 SERVICE_NAMES = ("ingest", "router", "notifier")
 
@@ -99,7 +100,7 @@ class System:
     """The three services as separate processes against real servers."""
 
     workdir: Path
-    nats: NatsHandle
+    nats: NatsHandle | NatsCluster
     redis_url: str
     admin_key: str = "test-admin-key-0123456789"
     dispatch_key: str = "test-dispatch-key-0123456789"
@@ -113,6 +114,7 @@ class System:
             self.ports = {name: embedded.free_port() for name in SERVICE_NAMES}
         env = {
             "BUURTALERT_ENV": "test",
+            # One URL, or a cluster's URLs separated by commas.
             "BUURTALERT_NATS_URL": self.nats.url,
             "BUURTALERT_REDIS_URL": self.redis_url,
             "BUURTALERT_DATA_DIR": str(self.workdir),

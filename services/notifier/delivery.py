@@ -335,7 +335,9 @@ class DeliveryService:
         if not self.senders:
             return
         await self.redis.set(alive_key(self.owner), "1", ex=ALIVE_TTL_S)
-        self._nc = await nats.connect(self.settings.nats_url, max_reconnect_attempts=-1)
+        self._nc = await nats.connect(
+            self.settings.nats_servers, max_reconnect_attempts=-1, reconnect_time_wait=1
+        )
         js = self._js = self._nc.jetstream()
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         for channel in self.senders:

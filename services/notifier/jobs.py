@@ -114,7 +114,9 @@ class JobQueue:
     async def start(self) -> None:
         """Connect (only when some channel has a provider)."""
         if self.channels:
-            self._nc = await nats.connect(self.settings.nats_url, max_reconnect_attempts=-1)
+            self._nc = await nats.connect(
+                self.settings.nats_servers, max_reconnect_attempts=-1, reconnect_time_wait=1
+            )
             self._js = self._nc.jetstream(publish_async_max_pending=CHUNK * 2)
 
     async def stop(self) -> None:

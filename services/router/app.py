@@ -22,7 +22,7 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
     settings = settings or RouterSettings()
     runtime = create_runtime("router", settings)
     cache = IndexCache(Registry(runtime.redis))
-    expiry = ExpiryScheduler(settings.nats_url, settings.stream_name)
+    expiry = ExpiryScheduler(settings.nats_servers, settings.stream_name)
     runtime.startup.append(expiry.start)
     runtime.shutdown.append(expiry.stop)
     handlers.register(runtime, settings, cache, expiry)

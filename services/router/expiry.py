@@ -42,15 +42,17 @@ def closing_alert(notice: Notice) -> AlertReceived:
 class ExpiryScheduler:
     """Keeps one JetStream schedule per notice that has an expiry."""
 
-    def __init__(self, nats_url: str, stream: str) -> None:
-        self.nats_url = nats_url
+    def __init__(self, nats_servers: list[str], stream: str) -> None:
+        self.nats_servers = nats_servers
         self.stream = stream
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
 
     async def start(self) -> None:
         """Connect (a plain nats-py client: schedule subjects carry ids, keep them off metrics)."""
-        self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+        self._nc = await nats.connect(
+            self.nats_servers, max_reconnect_attempts=-1, reconnect_time_wait=1
+        )
         self._js = self._nc.jetstream()
 
     async def stop(self) -> None:

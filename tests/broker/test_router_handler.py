@@ -58,7 +58,7 @@ async def test_router_publishes_routed_event(
     runtime = create_runtime("router", settings)
     runtime.redis = fakeredis.FakeAsyncRedis(decode_responses=True)
     # Not started: no schedules in the in-memory broker (reports carry no expiry anyway).
-    expiry = ExpiryScheduler(settings.nats_url, settings.stream_name)
+    expiry = ExpiryScheduler(settings.nats_servers, settings.stream_name)
     handlers.register(runtime, settings, FixedIndex(make_index()), expiry)
     published: list[AlertRouted] = []
 
