@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
+import nats.errors
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from shared import subjects
 from shared.settings import BaseServiceSettings
@@ -30,8 +32,28 @@ def alerts_stream_config(settings: BaseServiceSettings) -> StreamConfig:
     )
 
 
+#: How long a starting service keeps asking JetStream for its stream. On a cluster that just
+#: lost its meta leader the JetStream API answers nothing for a few seconds (an election);
+#: a service starting then waits it out instead of failing its start.
+ENSURE_PATIENCE_S = 30.0
+
+
 async def ensure_streams(settings: BaseServiceSettings) -> None:
-    """Create the stream, or update it to the wanted config; safe from every replica."""
+    """Create or update the stream, retrying through a JetStream leader election."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ENSURE_PATIENCE_S
+    while True:
+        try:
+            await _ensure_streams_once(settings)
+            return
+        except (TimeoutError, nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+            if loop.time() >= deadline:
+                raise
+            log.warning("stream setup: %s; JetStream busy, trying again", type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+
+async def _ensure_streams_once(settings: BaseServiceSettings) -> None:
     nc = await nats.connect(
         settings.nats_servers, connect_timeout=5, max_reconnect_attempts=3, reconnect_time_wait=1
     )
