@@ -191,6 +191,12 @@
     setView(geo.fitView(bbox, s[0], s[1], state.k, pad));
   }
 
+  function atLeast(b, span) {
+    var cx = (b[0] + b[2]) / 2, cy = (b[1] + b[3]) / 2;
+    var hw = Math.max((b[2] - b[0]) / 2, span / 2), hh = Math.max((b[3] - b[1]) / 2, span / 3);
+    return [cx - hw, cy - hh, cx + hw, cy + hh];
+  }
+
   function scheduleMap() {
     window.clearTimeout(state.mapTimer);
     state.mapTimer = window.setTimeout(function () { loadMap(currentBBox(0.2)); }, 250);
@@ -218,7 +224,8 @@
       }
       if (!state.fitted) {
         state.fitted = true;
-        fitTo(data.covered_extent || data.areas_extent || NL_BBOX, 0.08);
+        // The groups' buurten with some of their surroundings (at least a few km).
+        fitTo(atLeast(data.covered_extent || data.areas_extent || NL_BBOX, 0.05), 0.2);
         drawMap(data);
         loadMap(currentBBox(0.2));  // the answer for exactly this view
         return;
