@@ -43,8 +43,10 @@ end
 -- just took; in the totals the outcome it stands at now (moved from `replaced`, if any).
 local function count_outcome(stats, channel, outcome, replaced)
   local field = channel .. '|' .. outcome
-  redis.call('HINCRBY', stats.minute, field, 1)
-  redis.call('EXPIRE', stats.minute, stats.ttl)
+  -- A field's first count in a minute sets the bucket's expiry; later ones need not.
+  if redis.call('HINCRBY', stats.minute, field, 1) == 1 then
+    redis.call('EXPIRE', stats.minute, stats.ttl)
+  end
   redis.call('HINCRBY', stats.total, field, 1)
   if replaced then redis.call('HINCRBY', stats.total, channel .. '|' .. replaced, -1) end
 end
