@@ -13,11 +13,13 @@ delivery.py for the in-flight protocol).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
+from shared.delivery_stats import BUCKET_TTL_S, TOTAL_KEY, minute_key, minute_of, stat_channel
 from shared.schemas import DeliveryAttempted, delivery_id
 
 OUTBOX = "ba:outbox"
@@ -37,7 +39,18 @@ local function furthest(old, new)
   if (RANK[new] or -1) > (RANK[old] or -1) then return new end
   return old
 end
-local function apply_receipt(outcomes, reach, recipient, status)
+-- Ops counters (shared.delivery_stats): in the minute's bucket the outcome an alert's delivery
+-- just took; in the totals the outcome it stands at now (moved from `replaced`, if any).
+local function count_outcome(stats, channel, outcome, replaced)
+  local field = channel .. '|' .. outcome
+  -- A field's first count in a minute sets the bucket's expiry; later ones need not.
+  if redis.call('HINCRBY', stats.minute, field, 1) == 1 then
+    redis.call('EXPIRE', stats.minute, stats.ttl)
+  end
+  redis.call('HINCRBY', stats.total, field, 1)
+  if replaced then redis.call('HINCRBY', stats.total, channel .. '|' .. replaced, -1) end
+end
+local function apply_receipt(outcomes, reach, recipient, status, stats)
   local raw = redis.call('HGET', outcomes, recipient)
   if not raw then return 0 end
   local o = cjson.decode(raw)
@@ -56,17 +69,22 @@ local function apply_receipt(outcomes, reach, recipient, status)
   if o['outcome'] ~= before then
     redis.call('HINCRBY', reach, before, -1)
     redis.call('HINCRBY', reach, o['outcome'], 1)
+    count_outcome(stats, o['channel'], o['outcome'], before)
   end
   return 1
 end
 """
 
-# KEYS: outcomes hash, outbox stream, reach hash, in-flight key, early receipts hash
-# ARGV: recipient, outcome JSON, ttl, outbox entry ("" for none), outbox max length, outcome
+# KEYS: outcomes hash, outbox stream, reach hash, in-flight key, early receipts hash, stats
+#       minute hash, stats totals hash
+# ARGV: recipient, outcome JSON, ttl, outbox entry ("" for none), outbox max length, outcome,
+#       stats channel, stats ttl
 _RECORD_ONCE = (
     _RECEIPT_LUA
     + """
+local stats = {minute=KEYS[6], total=KEYS[7], ttl=tonumber(ARGV[8])}
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
+local replaced = nil
 if existing then
   local old = cjson.decode(existing)
   if not (old['outcome'] == 'unconfirmed' and ARGV[6] == 'delivered') then
@@ -74,29 +92,33 @@ if existing then
   end
   -- A send we thought lost did complete (its worker was only slow): it was delivered.
   redis.call('HINCRBY', KEYS[3], 'unconfirmed', -1)
+  replaced = 'unconfirmed'
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
+count_outcome(stats, ARGV[7], ARGV[6], replaced)
 if KEYS[4] ~= '' then redis.call('DEL', KEYS[4]) end
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'entry', ARGV[4])
 end
 local early = redis.call('HGET', KEYS[5], ARGV[1])
 if early then
-  apply_receipt(KEYS[1], KEYS[3], ARGV[1], early)
+  apply_receipt(KEYS[1], KEYS[3], ARGV[1], early, stats)
   redis.call('HDEL', KEYS[5], ARGV[1])
 end
 return 1
 """
 )
 
-# KEYS: outcomes hash, reach hash, early receipts hash; ARGV: recipient, status, ttl
+# KEYS: outcomes hash, reach hash, early receipts hash, stats minute hash, stats totals hash
+# ARGV: recipient, status, ttl, stats ttl
 _RECEIPT = (
     _RECEIPT_LUA
     + """
-if apply_receipt(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) == 1 then return 1 end
+local stats = {minute=KEYS[4], total=KEYS[5], ttl=tonumber(ARGV[4])}
+if apply_receipt(KEYS[1], KEYS[2], ARGV[1], ARGV[2], stats) == 1 then return 1 end
 local known = RANK[ARGV[2]] ~= nil or FAILED[ARGV[2]]
 if known and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   -- The receipt beat our own record of the send: keep it until the outcome is written. The
@@ -269,6 +291,8 @@ class OutcomeStore:
                 reach_key(attempt.alert_id),
                 inflight,
                 _early_key(attempt.alert_id),
+                minute_key(minute_of(time.time())),
+                TOTAL_KEY,
             ],
             args=[
                 attempt.recipient,
@@ -277,6 +301,8 @@ class OutcomeStore:
                 entry,
                 self.outbox_max_len,
                 attempt.outcome,
+                stat_channel(attempt.channel, attempt.recipient),
+                BUCKET_TTL_S,
             ],
         )
         return bool(written)
@@ -373,8 +399,14 @@ class OutcomeStore:
         """
         return int(
             await self._receipt(
-                keys=[outcomes_key(alert_id), reach_key(alert_id), _early_key(alert_id)],
-                args=[recipient, status.lower(), self.ttl_s],
+                keys=[
+                    outcomes_key(alert_id),
+                    reach_key(alert_id),
+                    _early_key(alert_id),
+                    minute_key(minute_of(time.time())),
+                    TOTAL_KEY,
+                ],
+                args=[recipient, status.lower(), self.ttl_s, BUCKET_TTL_S],
             )
         )
 

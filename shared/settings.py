@@ -103,6 +103,13 @@ class IngestSettings(BaseServiceSettings):
     sender_burst: float = Field(5, gt=0)
     source_requests_per_minute: float = Field(120, gt=0)
     source_burst: float = Field(60, gt=0)
+    # The ops page's live feed reads the routed events this far back, while someone watches.
+    ops_feed_history_s: float = Field(
+        6 * 3600, gt=0, description="how far back the ops feed starts reading routed events"
+    )
+    ops_feed_idle_s: float = Field(
+        120, gt=0, description="the ops feed stops following events after this long unasked"
+    )
     # Provider secrets keep the providers' own names (unprefixed); empty means not configured.
     twilio_auth_token: str = Field("", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
     telegram_webhook_secret: str = Field(

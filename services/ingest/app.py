@@ -11,7 +11,10 @@ from services.ingest.conversation import Conversation
 from services.ingest.coverage import Coverage, EdgeIndex
 from services.ingest.erasure import Eraser
 from services.ingest.locating import Locator
-from services.ingest.pages import install_pages
+from services.ingest.ops_api import install_ops
+from services.ingest.ops_map import OpsMapCache
+from services.ingest.ops_watch import RoutedWatch
+from services.ingest.pages import AreaLayerCache, install_pages
 from services.ingest.publishing import AlertPublisher
 from shared.broker import create_http_app, create_runtime
 from shared.index_cache import IndexCache
@@ -62,7 +65,22 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         coverage=coverage,
     )
     notices_api.install(app, publisher=publisher, keys=keys, rejected=rejected)
-    install_pages(app, registry)
+    area_layers = AreaLayerCache(registry)
+    install_pages(app, registry, area_layers)
+    watch = RoutedWatch(
+        settings.nats_servers,
+        settings.stream_name,
+        settings.ops_feed_history_s,
+        settings.ops_feed_idle_s,
+    )
+    runtime.shutdown.append(watch.close)
+    install_ops(
+        app,
+        redis=runtime.redis,
+        maps=OpsMapCache(area_layers, registry),
+        watch=watch,
+        keys=keys,
+    )
     eraser = Eraser(runtime.redis, registry)
     privacy_api.install(app, keys=keys, redis=runtime.redis, eraser=eraser, rejected=rejected)
     privacy_api.start_retention_sweep(runtime, settings)

@@ -195,10 +195,15 @@ class _SecureStaticFiles(StaticFiles):
         return response
 
 
-def install_pages(app: FastAPI, registry: Registry) -> None:
-    """Add the resident page (GET /), its /static/ files and GET /v1/areas.geojson."""
+def install_pages(
+    app: FastAPI, registry: Registry, cache: AreaLayerCache | None = None
+) -> None:
+    """Add the resident page (GET /), its /static/ files and GET /v1/areas.geojson.
+
+    `cache`: an AreaLayerCache shared with other pages (the ops map), so areas decode once.
+    """
     index_html = (WEB_DIR / "index.html").read_text(encoding="utf-8")
-    cache = AreaLayerCache(registry)
+    cache = cache or AreaLayerCache(registry)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def report_page() -> HTMLResponse:

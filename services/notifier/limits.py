@@ -13,7 +13,6 @@ from shared.ratelimit import Bucket, Limit
 from shared.schemas import DeliveryRequested, MemberChannel
 from shared.settings import NotifierSettings
 
-
 #: A per-chat budget allows one message a second: the share's headroom is then only about 50 ms,
 #: less than a busy CPU may hold back one request after its budget was granted while the next
 #: goes out on time. Sends to one chat keep this much more apart; at 30/s for the whole bot
