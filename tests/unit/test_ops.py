@@ -341,7 +341,7 @@ class BookOnly(RoutedWatch):
     """A watch whose book is filled by the test (no NATS)."""
 
     def __init__(self, book: FeedBook) -> None:
-        super().__init__("nats://127.0.0.1:1", "ALERTS", 60, 60)
+        super().__init__(["nats://127.0.0.1:1"], "ALERTS", 60, 60)
         self.book_ = book
 
     async def book(self) -> FeedBook:
