@@ -684,3 +684,29 @@ def test_nats_image_is_the_tested_server() -> None:
     used = re.fullmatch(r"nats:(\d+)\.(\d+)(?:\.\d+)?-alpine", image)
     assert used is not None, image
     assert used.groups() == tested.groups(), f"{image} vs nats-server {tested.group(0)}"
+
+
+def test_receipts_go_to_the_edges_public_url() -> None:
+    """The notifier gives providers the same public URL the edge is reached at."""
+    ingest = environment(service("ingest"))["BUURTALERT_PUBLIC_URL"]
+    assert environment(service("notifier"))["BUURTALERT_PUBLIC_URL"] == ingest
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_SERVICES))
+def test_compose_env_names_are_read_by_the_service(name: str) -> None:
+    """Every variable compose sets for a service is one its settings class reads."""
+    from pydantic import AliasChoices
+
+    from shared.settings import IngestSettings, NotifierSettings, RouterSettings
+
+    cls = {"ingest": IngestSettings, "router": RouterSettings, "notifier": NotifierSettings}[name]
+    known: set[str] = set()
+    for field_name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            known |= {str(choice) for choice in alias.choices}
+        else:
+            known.add(f"BUURTALERT_{field_name.upper()}")
+    unknown = set(environment(service(name))) - known
+    assert not unknown, f"{name} does not read {sorted(unknown)}"
+
