@@ -697,9 +697,19 @@ def test_compose_env_names_are_read_by_the_service(name: str) -> None:
     """Every variable compose sets for a service is one its settings class reads."""
     from pydantic import AliasChoices
 
-    from shared.settings import IngestSettings, NotifierSettings, RouterSettings
+    from shared.settings import (
+        BaseServiceSettings,
+        IngestSettings,
+        NotifierSettings,
+        RouterSettings,
+    )
 
-    cls = {"ingest": IngestSettings, "router": RouterSettings, "notifier": NotifierSettings}[name]
+    classes: dict[str, type[BaseServiceSettings]] = {
+        "ingest": IngestSettings,
+        "router": RouterSettings,
+        "notifier": NotifierSettings,
+    }
+    cls = classes[name]
     known: set[str] = set()
     for field_name, info in cls.model_fields.items():
         alias = info.validation_alias
