@@ -18,7 +18,7 @@ import pytest
 import shapely
 from shapely.geometry import Point, shape
 
-from tests.integration.test_ops import (
+from tests.integration.test_ops_endpoints import (
     IN_CENTRUM,
     add_group_with_members,
     import_features,
