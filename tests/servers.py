@@ -95,6 +95,14 @@ def running_redis(workdir: Path) -> Iterator[str]:
         embedded.stop(proc)
 
 
+#: The variable that sets each service's HTTP port (health, metrics; the edge's API).
+REPLICA_PORT_ENV = {
+    "ingest": "BUURTALERT_HTTP_PORT",
+    "router": "BUURTALERT_ROUTER_PORT",
+    "notifier": "BUURTALERT_NOTIFIER_PORT",
+}
+
+
 @dataclass
 class System:
     """The three services as separate processes against real servers."""
@@ -160,6 +168,26 @@ class System:
             proc=proc,
             log_path=self.log_path(name),
         )
+
+    def start_replica(self, name: str, index: int) -> str:
+        """Start one more instance of a service on a port of its own; its base URL."""
+        port = embedded.free_port()
+        env = self.env()
+        env[REPLICA_PORT_ENV[name]] = str(port)
+        log_path = self.workdir / f"{name}-{index}.log"
+        key = f"{name}#{index}"
+        self.procs[key] = embedded.spawn(
+            embedded.service_command(name), log_path=log_path, env=env
+        )
+        url = f"http://127.0.0.1:{port}"
+        embedded.wait_until(
+            lambda: embedded.http_ok(f"{url}/readyz"),
+            timeout_s=60,
+            what=key,
+            proc=self.procs[key],
+            log_path=log_path,
+        )
+        return url
 
     def start_all(self) -> None:
         """Start ingest, router and notifier."""
