@@ -9,7 +9,9 @@ from services.notifier import handlers
 from services.notifier.channels.registry import build_senders
 from services.notifier.delivery import DeliveryMetrics, DeliveryService
 from services.notifier.jobs import JobQueue
+from shared import subjects
 from shared.broker import create_http_app, create_runtime
+from shared.consumer_lag import watch_consumer_lag
 from shared.settings import NotifierSettings
 
 
@@ -33,4 +35,5 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     runtime.shutdown[:0] = [delivery.stop, queue.stop]
     handlers.register(runtime, settings, queue, deliveries)
     handlers.register_replies(runtime, settings, queue)
+    watch_consumer_lag(runtime, settings, subjects.NOTIFIER_DURABLE)
     return create_http_app(runtime, title="buurtalert notifier")

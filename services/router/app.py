@@ -11,7 +11,9 @@ from redis.exceptions import RedisError
 
 from services.router import handlers
 from services.router.expiry import ExpiryScheduler
+from shared import subjects
 from shared.broker import create_http_app, create_runtime
+from shared.consumer_lag import watch_consumer_lag
 from shared.index_cache import IndexCache
 from shared.registry import Registry
 from shared.settings import RouterSettings
@@ -26,6 +28,7 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
     runtime.startup.append(expiry.start)
     runtime.shutdown.append(expiry.stop)
     handlers.register(runtime, settings, cache, expiry)
+    watch_consumer_lag(runtime, settings, subjects.ROUTER_DURABLE)
 
     tasks: list[asyncio.Task[None]] = []
 
