@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.lean_http import HttpError, LeanPool, lean_pool  # noqa: E402
 from buurtalert import embedded  # noqa: E402
 from shared.outbox import OUTBOX, outcomes_key  # noqa: E402
 
@@ -573,68 +574,42 @@ def report_body(i: int) -> dict[str, Any]:
     }
 
 
-async def post_report(client: httpx.AsyncClient, i: int, phase: Phase) -> None:
+async def post_report(pool: LeanPool, i: int, phase: Phase) -> None:
     """POST one report; record send time by alert id, or the error."""
     sent_wall = time.time()
     started = time.perf_counter()
     phase.first_send = min(phase.first_send, sent_wall)
-    # A transport error leaves it open whether the edge stored the alert; the Idempotency-Key
+    # A broken exchange leaves it open whether the edge stored the alert; the Idempotency-Key
     # makes the retry safe (same alert id, JetStream de-duplicates), as for any real client.
     headers = {"Idempotency-Key": f"{RUN_ID}-{phase.tag}-{i}"}
     for attempt in range(1, HTTP_ATTEMPTS + 1):
         try:
-            resp = await client.post("/v1/reports", json=report_body(i), headers=headers)
+            resp = await pool.post_json("/v1/reports", report_body(i), headers)
             break
-        except httpx.TransportError as exc:
+        except HttpError as exc:
             if attempt == HTTP_ATTEMPTS:
-                phase.errors[type(exc).__name__] += 1
+                phase.errors[f"HTTP exchange broke off ({exc})"] += 1
                 return
-            phase.retries[type(exc).__name__] += 1
-    if resp.status_code == 202:
+            phase.retries[str(exc)] += 1
+    if resp.status == 202:
         phase.http_s.append(time.perf_counter() - started)
         phase.sent_at[str(resp.json()["alert_id"])] = sent_wall
         phase.last_accept = max(phase.last_accept, time.time())
     else:
-        phase.errors[f"HTTP {resp.status_code}"] += 1
-
-
-CONNECTIONS_PER_CLIENT = 8
-
-
-@contextlib.asynccontextmanager
-async def clients(base_url: str, connections: int) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """Enough httpx clients for `connections`, at most 8 connections each.
-
-    httpcore scans every connection of a pool on each request start and finish; with 64 in one
-    pool that scan cost more CPU than the requests, and the client, not the edge, set the pace.
-    """
-    count = max(1, -(-connections // CONNECTIONS_PER_CLIENT))
-    per_client = -(-connections // count)
-    # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so that a request is
-    # not sent on a connection the server is closing at that moment.
-    limits = httpx.Limits(
-        max_connections=per_client, max_keepalive_connections=per_client, keepalive_expiry=2.0
-    )
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30.0), limits=limits)
-            )
-            for _ in range(count)
-        ]
+        phase.errors[f"HTTP {resp.status}"] += 1
 
 
 async def saturate(base_url: str, n: int, concurrency: int, phase: Phase) -> None:
     """N reports, `concurrency` at a time, as fast as the edge answers."""
     phase.scheduled = n
     numbers = iter(range(n))
-    async with clients(base_url, concurrency) as pool:
+    async with lean_pool(base_url, concurrency) as pool:
 
-        async def worker(client: httpx.AsyncClient) -> None:
+        async def worker() -> None:
             for i in numbers:
-                await post_report(client, i, phase)
+                await post_report(pool, i, phase)
 
-        await asyncio.gather(*(worker(pool[k % len(pool)]) for k in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def paced(
@@ -646,11 +621,11 @@ async def paced(
     phase.target_rate = per_s
     slots = asyncio.Semaphore(max_in_flight)
     tasks: set[asyncio.Task[None]] = set()
-    async with clients(base_url, max_in_flight) as pool:
+    async with lean_pool(base_url, max_in_flight) as pool:
 
         async def one(i: int) -> None:
             try:
-                await post_report(pool[i % len(pool)], i, phase)
+                await post_report(pool, i, phase)
             finally:
                 slots.release()
 
@@ -696,11 +671,11 @@ async def probe_routing(base_url: str, outbox: Outbox, phase: Phase, timeout_s: 
     group was created may be routed to nobody; that is by design, not a lost alert.
     """
     deadline = time.monotonic() + timeout_s
-    async with clients(base_url, 1) as pool:
+    async with lean_pool(base_url, 1) as pool:
         for i in itertools.count():
             if time.monotonic() > deadline:
                 break
-            await post_report(pool[0], i, phase)
+            await post_report(pool, i, phase)
             if phase.sent_at and await outbox.wait_for(
                 list(phase.sent_at)[-1:], timeout_s=2, stall_s=2
             ):
