@@ -45,8 +45,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.addresses import normalise_address, recipient_key
-from shared.outbox import outcomes_key
-from shared.schemas import MemberChannel
+from shared.outbox import inflight_key, outcomes_key
+from shared.schemas import MemberChannel, delivery_id
 from tests.fault.accounting import Pair, Tally, parse_token, tally, token
 from tests.providers import (
     RemoteStubs,
@@ -145,6 +145,7 @@ class Run:
     posted_at: float | None = None
     drained_at: float | None = None
     stalled: str = ""
+    notifier_counters: Counter[str] = field(default_factory=Counter)  # summed over its lives
 
     def since(self, at: float | None = None) -> float:
         """Seconds since the run began (to `at`, else now)."""
@@ -261,6 +262,7 @@ async def test_alerts_survive_crashes_restarts_and_provider_errors(
             raise error
     # A late second message (a retry after its outcome) would arrive now: wait, then count.
     await asyncio.sleep(5.0)
+    add_counters(run.notifier_counters, await asyncio.to_thread(scrape_counters, system))
     result, report = await account(run, redis, stubs)
     await redis.aclose()
     write_report(report, tmp_path)
@@ -353,7 +355,12 @@ async def run_chaos(system: System, redis_server: RedisHandle, run: Run) -> None
     nats = system.nats
 
     def service(name: str) -> Callable[[], None]:
-        return lambda: bounce(lambda: system.kill(name), lambda: system.start(name))
+        def kill() -> None:
+            if name == "notifier":
+                add_counters(run.notifier_counters, scrape_counters(system))
+            system.kill(name)
+
+        return lambda: bounce(kill, lambda: system.start(name))
 
     actions: dict[str, Callable[[], None]] = {
         "kill router": service("router"),
@@ -376,6 +383,35 @@ async def run_chaos(system: System, redis_server: RedisHandle, run: Run) -> None
         }
         run.events.append(event)
         print(f"[{run.since():7.1f}s] chaos: {event}")
+
+
+#: Notifier counters worth keeping across its restarts (each life starts them at zero).
+COUNTERS = (
+    "notifier_send_retries_total",
+    "notifier_provider_throttled_total",
+    "notifier_resent_after_crash_total",
+    "notifier_deliveries_total",
+)
+
+
+def scrape_counters(system: System) -> Counter[str]:
+    """The notifier's COUNTERS samples now ({} when it does not answer)."""
+    try:
+        text = httpx.get(system.url("notifier") + "/metrics", timeout=5.0).text
+    except httpx.HTTPError:
+        return Counter()
+    found: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith(COUNTERS):
+            name, _, value = line.rpartition(" ")
+            found[name] += int(float(value))
+    return found
+
+
+def add_counters(total: Counter[str], more: Counter[str]) -> None:
+    """Sum counter samples (Counter.update would drop nothing but reads less clearly)."""
+    for name, value in more.items():
+        total[name] += value
 
 
 def bounce(down: Callable[[], None], up: Callable[[], None]) -> None:
@@ -484,6 +520,7 @@ async def count_outcomes(redis: Redis, incomplete: dict[str, int]) -> tuple[int,
 async def account(run: Run, redis: Redis, stubs: RemoteStubs) -> tuple[Tally, dict[str, Any]]:
     """Reconcile intended pairs with recorded outcomes and the stubs' ledgers."""
     outcomes: dict[str, dict[str, str]] = {}
+    records: dict[Pair, dict[str, Any]] = {}
     details: Counter[str] = Counter()
     ids = list(run.accepted.values())
     for start in range(0, len(ids), 500):
@@ -497,11 +534,13 @@ async def account(run: Run, redis: Redis, stubs: RemoteStubs) -> tuple[Tally, di
             for rkey, raw in row.items():
                 attempt = json.loads(raw)
                 recorded[_text(rkey)] = attempt["outcome"]
+                records[(alert_id, _text(rkey))] = attempt
                 if attempt.get("detail"):
                     details[f"{attempt['outcome']}: {attempt['detail']}"] += 1
             outcomes[alert_id] = recorded
     by_stub = {(m.channel, m.stub_recipient): m.rkey for m in run.members}
     received: Counter[Pair] = Counter()
+    arrivals: dict[Pair, list[dict[str, Any]]] = {}
     unmatched = 0
     messages = await asyncio.to_thread(stubs.received)
     for msg in messages:
@@ -512,10 +551,43 @@ async def account(run: Run, redis: Redis, stubs: RemoteStubs) -> tuple[Tally, di
             unmatched += 1
             continue
         received[(accepted_as, rkey)] += 1
+        arrivals.setdefault((accepted_as, rkey), []).append(
+            {
+                "arrived_s": round(msg.arrived_at - run.started, 3),
+                "provider_id": msg.provider_id,
+                "delivery_id": msg.delivery_id,
+            }
+        )
     intended = {alert_id: run.intended(i) for i, alert_id in run.accepted.items()}
     channel_of = {m.rkey: m.channel for m in run.members}
     result = tally(intended, outcomes, received, channel_of=channel_of, unmatched=unmatched)
     summary = await asyncio.to_thread(stubs.summary)
+    index_of = {alert_id: i for i, alert_id in run.accepted.items()}
+    suspects = [
+        (kind, (pair[0], pair[1]))
+        for kind, pairs in (
+            ("duplicate", result.duplicate_examples),
+            ("lost", result.lost_examples),
+            ("phantom", result.phantom_examples),
+            ("misrouted", result.misrouted_examples),
+        )
+        for pair in pairs
+    ]
+    evidence = []
+    for kind, pair in suspects:
+        marker = await redis.get(inflight_key(delivery_id(*pair)))
+        evidence.append(
+            {
+                "kind": kind,
+                "alert_id": pair[0],
+                "alert_index": index_of.get(pair[0]),
+                "recipient": pair[1],
+                "channel": channel_of.get(pair[1]),
+                "outcome": records.get(pair),
+                "messages": arrivals.get(pair, []),
+                "inflight_marker": None if marker is None else _text(marker),
+            }
+        )
     end = run.drained_at or time.monotonic()
     report: dict[str, Any] = {
         "result": result.as_json(),
@@ -541,6 +613,8 @@ async def account(run: Run, redis: Redis, stubs: RemoteStubs) -> tuple[Tally, di
         "refusals": dict(run.refusals),
         "faults_injected": dict(run.injected),
         "outcome_details": dict(details),
+        "evidence": evidence,
+        "notifier_counters": dict(sorted(run.notifier_counters.items())),
         "stubs": {
             key: summary.get(key)
             for key in (
