@@ -515,6 +515,7 @@ class DeliveryService:
             take_over_from = await self._judge_held(lease, look)
             if not take_over_from:
                 return
+        resend = _resend_detail(take_over_from, self.owner, look.committed)
         await self.slots.acquire()
         started = False
         try:
@@ -524,7 +525,9 @@ class DeliveryService:
             # The budget may be a reservation a moment ahead: the send task keeps that time,
             # and this loop goes on to take the next job's budget meanwhile.
             self.sending.add(job.delivery_id)
-            task = asyncio.create_task(self._claim_and_send(lease, take_over_from, budget))
+            task = asyncio.create_task(
+                self._claim_and_send(lease, take_over_from, budget, resend)
+            )
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
             started = True
@@ -532,8 +535,14 @@ class DeliveryService:
             if not started:
                 self.slots.release()
 
-    async def _claim_and_send(self, lease: _Lease, take_over_from: str, budget: _Budget) -> None:
-        """At the budget's time, claim the delivery and make the provider request."""
+    async def _claim_and_send(
+        self, lease: _Lease, take_over_from: str, budget: _Budget, resend: str = ""
+    ) -> None:
+        """At the budget's time, claim the delivery and make the provider request.
+
+        `resend` is the outcome's detail when this sends again what an earlier request (a
+        stopped notifier's, or our own unanswered one) may not have delivered.
+        """
         job = lease.job
         sending = False
         claimed = False
@@ -566,13 +575,19 @@ class DeliveryService:
                 await lease.later(1.0)
                 return
             claimed = True
-            detail = ""
+            if claim.receipt:
+                # A receipt came in since we looked: the provider has this message already.
+                await self._record(
+                    lease,
+                    "delivered",
+                    detail="confirmed by the provider's receipt; not sent again",
+                    attempts=lease.attempts,
+                )
+                return
             if take_over_from == self.owner:
-                self.metrics.retries.labels(job.channel, "no_receipt").inc()
-                detail = "sent again: the provider neither answered nor sent a receipt"
+                self.metrics.retries.labels(job.channel, "unsettled").inc()
             elif take_over_from:
                 self.metrics.resent_after_crash.labels(job.channel).inc()
-                detail = "sent again: a stopped notifier's request never reached the provider"
                 log.warning(
                     "deliver %s: a stopped notifier's request never reached the provider; "
                     "sending again",
@@ -580,7 +595,7 @@ class DeliveryService:
                     extra={"delivery_id": job.delivery_id},
                 )
             sending = True
-            await self._send(lease, detail, budget, woke_at)
+            await self._send(lease, resend, budget, woke_at)
         except RedisError as exc:
             log.warning("deliver %s: redis %s; retry later", job.channel, type(exc).__name__)
             await lease.abandon()
@@ -848,6 +863,17 @@ class DeliveryService:
                     return
                 await asyncio.sleep(pause)
         await lease.done()
+
+
+def _resend_detail(take_over_from: str, owner: str, committed: bool) -> str:
+    """The outcome's detail for a send taken over from an earlier, unsettled request."""
+    if not take_over_from:
+        return ""
+    if take_over_from != owner:
+        return "sent again: a stopped notifier's request never reached the provider"
+    if committed:
+        return "sent again: the provider neither answered nor sent a receipt"
+    return "sent again: an earlier request of ours never reached the provider"
 
 
 async def _forever(loop: Callable[..., Awaitable[None]], *args: Any) -> None:
