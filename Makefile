@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint unit integration bench soak clean browser promtool
+.PHONY: run test install lint unit integration bench soak fault clean browser promtool
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "buurtalert needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -41,6 +41,11 @@ integration: $(STAMP) browser
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -o addopts=''
+
+# 10,000 alerts while router, notifier, nats-server and redis-server are killed or restarted and
+# providers answer 429/5xx; a few minutes. Figures in test-artifacts/fault-suite.json.
+fault: $(STAMP)
+	$(BIN)/python -m pytest tests/fault -m fault -o addopts='-ra' -s
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py

@@ -76,23 +76,61 @@ def running_nats(workdir: Path) -> Iterator[NatsHandle]:
         handle.stop()
 
 
+@dataclass
+class RedisHandle:
+    """A running redis-server with its append-only file (appendfsync everysec)."""
+
+    port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """Client URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        """Stop it gracefully (SIGTERM: Redis writes and fsyncs its append-only file)."""
+        embedded.stop(self.proc)
+
+    def start(self) -> None:
+        """(Re)start it on the same port and data directory; it reloads the append-only file."""
+        self.proc = embedded.start_redis(self.port, self.data_dir, self.log_path)
+        embedded.wait_until(
+            lambda: embedded.redis_ready(self.port),
+            timeout_s=20,
+            what="redis-server",
+            proc=self.proc,
+            log_path=self.log_path,
+        )
+
+
 @contextmanager
-def running_redis(workdir: Path) -> Iterator[str]:
-    """A fresh redis-server for one test; yields its URL."""
+def running_redis_server(workdir: Path) -> Iterator[RedisHandle]:
+    """A fresh redis-server for one test, restartable on the same port and data."""
     port = embedded.free_port()
     log_path = workdir / "redis.log"
-    proc = embedded.start_redis(port, workdir / "redis-data", log_path)
+    data_dir = workdir / "redis-data"
+    handle = RedisHandle(port, data_dir, log_path, embedded.start_redis(port, data_dir, log_path))
     embedded.wait_until(
         lambda: embedded.redis_ready(port),
         timeout_s=20,
         what="redis-server",
-        proc=proc,
+        proc=handle.proc,
         log_path=log_path,
     )
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield handle
     finally:
-        embedded.stop(proc)
+        handle.stop()
+
+
+@contextmanager
+def running_redis(workdir: Path) -> Iterator[str]:
+    """A fresh redis-server for one test; yields its URL."""
+    with running_redis_server(workdir) as handle:
+        yield handle.url
 
 
 #: The variable that sets each service's HTTP port (health, metrics; the edge's API).

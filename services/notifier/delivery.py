@@ -29,6 +29,9 @@ Exactly one message per (alert, recipient, channel):
     once committed: it is recorded "unconfirmed" and NOT resent, as a second message to a
     person is worse than an unknown. So is a committed marker on SMS and WhatsApp when
     `receipt_grace_s` is 0.
+A request of ours that got no answer although it may have reached the provider (a read timeout,
+a connection dropped after sending) is judged the same way on SMS and WhatsApp: the marker stays
+and the job looks again, so the receipt, not a blind retry, decides whether it is sent again.
 The grace must outlast a provider request (`provider_timeout_s`) plus the receipt's way back; a
 receipt that comes later than that, or never reaches the edge (e.g. `public_url` not reachable
 by the provider), would let a sent message be sent twice.
@@ -516,6 +519,7 @@ class DeliveryService:
             take_over_from = await self._judge_held(lease, look)
             if not take_over_from:
                 return
+        resend = _resend_detail(take_over_from, self.owner, look.committed)
         await self.slots.acquire()
         started = False
         try:
@@ -525,7 +529,9 @@ class DeliveryService:
             # The budget may be a reservation a moment ahead: the send task keeps that time,
             # and this loop goes on to take the next job's budget meanwhile.
             self.sending.add(job.delivery_id)
-            task = asyncio.create_task(self._claim_and_send(lease, take_over_from, budget))
+            task = asyncio.create_task(
+                self._claim_and_send(lease, take_over_from, budget, resend)
+            )
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
             started = True
@@ -533,8 +539,14 @@ class DeliveryService:
             if not started:
                 self.slots.release()
 
-    async def _claim_and_send(self, lease: _Lease, take_over_from: str, budget: _Budget) -> None:
-        """At the budget's time, claim the delivery and make the provider request."""
+    async def _claim_and_send(
+        self, lease: _Lease, take_over_from: str, budget: _Budget, resend: str = ""
+    ) -> None:
+        """At the budget's time, claim the delivery and make the provider request.
+
+        `resend` is the outcome's detail when this sends again what an earlier request (a
+        stopped notifier's, or our own unanswered one) may not have delivered.
+        """
         job = lease.job
         sending = False
         claimed = False
@@ -567,10 +579,19 @@ class DeliveryService:
                 await lease.later(1.0)
                 return
             claimed = True
-            detail = ""
-            if take_over_from:
+            if claim.receipt:
+                # A receipt came in since we looked: the provider has this message already.
+                await self._record(
+                    lease,
+                    "delivered",
+                    detail="confirmed by the provider's receipt; not sent again",
+                    attempts=lease.attempts,
+                )
+                return
+            if take_over_from == self.owner:
+                self.metrics.retries.labels(job.channel, "unsettled").inc()
+            elif take_over_from:
                 self.metrics.resent_after_crash.labels(job.channel).inc()
-                detail = "sent again: a stopped notifier's request never reached the provider"
                 log.warning(
                     "deliver %s: a stopped notifier's request never reached the provider; "
                     "sending again",
@@ -578,7 +599,7 @@ class DeliveryService:
                     extra={"delivery_id": job.delivery_id},
                 )
             sending = True
-            await self._send(lease, detail, budget, woke_at)
+            await self._send(lease, resend, budget, woke_at)
         except RedisError as exc:
             log.warning("deliver %s: redis %s; retry later", job.channel, type(exc).__name__)
             await lease.abandon()
@@ -641,17 +662,22 @@ class DeliveryService:
         holder and sends); "" when the job was settled or handed back here.
         """
         job = lease.job
-        if await self.redis.exists(alive_key(look.holder)):
+        # Our own marker on a delivery we are not sending (the caller checked): a request of
+        # ours that got no answer, or whose outcome Redis could not take. Judged like a
+        # stopped notifier's, as only the receipt can tell whether the provider has it.
+        mine = look.holder == self.owner
+        if not mine and await self.redis.exists(alive_key(look.holder)):
             await lease.later(HELD_RETRY_S)  # another live notifier is sending it
             return ""
+        why = "no answer from the provider" if mine else "notifier stopped mid-request"
         attempts = lease.attempts
         if look.receipt:
-            # The provider reported on the dead notifier's message, so it did go out; the
-            # record step folds the receipt in (a failure receipt makes it "undelivered").
+            # The provider reported on that message, so it did go out; the record step folds
+            # the receipt in (a failure receipt makes it "undelivered").
             await self._record(
                 lease,
                 "delivered",
-                detail="notifier stopped mid-request; confirmed by the provider's receipt",
+                detail=f"{why}; confirmed by the provider's receipt",
                 attempts=attempts,
             )
             return ""
@@ -661,9 +687,7 @@ class DeliveryService:
         if grace <= 0 or look.age_s is None:
             # No receipt can ever settle it (Telegram, e-mail, grace off, or a marker from
             # before markers carried their time): a possible duplicate is the worse error.
-            await self._record(
-                lease, "unconfirmed", detail="notifier stopped mid-request", attempts=attempts
-            )
+            await self._record(lease, "unconfirmed", detail=why, attempts=attempts)
             return ""
         if look.age_s < grace:
             # Receipts follow an accepted request within seconds: look again soon, but not
@@ -765,6 +789,9 @@ class DeliveryService:
     async def _transient(self, lease: _Lease, exc: SendTransient) -> None:
         job = lease.job
         attempts = lease.attempts
+        if exc.may_have_arrived and job.channel in RECEIPT_CHANNELS:
+            await self._await_receipt(lease, exc)
+            return
         try:
             await self.store.release(job.delivery_id, self.owner)
             if exc.reason == "rate_limited":
@@ -785,6 +812,24 @@ class DeliveryService:
         self.metrics.retries.labels(job.channel, exc.reason).inc()
         delay = retry_delay_s(attempts, exc.retry_after_s, self.settings)
         await lease.later(delay, attempted=True)
+
+    async def _await_receipt(self, lease: _Lease, exc: SendTransient) -> None:
+        """No answer, but the provider may have the message: sending it again now could be a
+        second SMS. Keep our committed marker and look again: the receipt then settles it,
+        or once the receipt grace is over without one it is sent again (see _judge_held)."""
+        job = lease.job
+        if lease.attempts >= self.settings.max_send_attempts:
+            # Out of attempts: "unconfirmed" (cleared marker); a late receipt still turns it
+            # into "delivered".
+            await self._record(
+                lease,
+                "unconfirmed",
+                detail=f"no answer from the provider ({exc.reason})",
+                attempts=lease.attempts,
+            )
+            return
+        self.metrics.retries.labels(job.channel, exc.reason).inc()
+        await lease.later(RECEIPT_POLL_S, attempted=True)
 
     async def _record(
         self,
@@ -833,6 +878,17 @@ class DeliveryService:
                     return
                 await asyncio.sleep(pause)
         await lease.done()
+
+
+def _resend_detail(take_over_from: str, owner: str, committed: bool) -> str:
+    """The outcome's detail for a send taken over from an earlier, unsettled request."""
+    if not take_over_from:
+        return ""
+    if take_over_from != owner:
+        return "sent again: a stopped notifier's request never reached the provider"
+    if committed:
+        return "sent again: the provider neither answered nor sent a receipt"
+    return "sent again: an earlier request of ours never reached the provider"
 
 
 async def _forever(loop: Callable[..., Awaitable[None]], *args: Any) -> None:

@@ -546,9 +546,10 @@ class StubBase:
             return
         try:
             response = await self.http.post(url, content=content, headers=dict(headers))
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             # The receiver may be down on purpose (a test killing the edge); count, go on.
             self.ledger.count_callback(self.channel, "failed")
+            self.ledger.count_callback(self.channel, f"failed_{type(exc).__name__}")
             return
         outcome = "sent" if response.status_code < 300 else f"http_{response.status_code}"
         self.ledger.count_callback(self.channel, outcome)

@@ -394,6 +394,9 @@ def control_app(stubs: ProviderStubs) -> Starlette:
         stubs.reset()
         return JSONBody({"reset": True})
 
+    async def faults(request: Request) -> Response:
+        return JSONBody({c: s.faults.pending() for c, s in stubs.stubs.items()})
+
     async def fail_next(request: Request) -> Response:
         try:
             data = json.loads(await request.body())
@@ -434,6 +437,7 @@ def control_app(stubs: ProviderStubs) -> Starlette:
             Route("/env", env),
             Route("/reset", reset, methods=["POST"]),
             Route("/fail_next", fail_next, methods=["POST"]),
+            Route("/faults", faults),
             Route("/config/{channel}", configure, methods=["POST"]),
         ]
     )
@@ -576,6 +580,12 @@ class RemoteStubs:
         """Inject failures into one channel's stub."""
         body = {"channel": channel, "n": n, "status": status, "retry_after": retry_after}
         self._client(channel).post("/fail_next", json=body).raise_for_status()
+
+    def faults_pending(self, channel: Channel) -> int:
+        """Injected failures of one channel not yet answered (cheap: no ledger summary)."""
+        response = self._client(channel).get("/faults")
+        response.raise_for_status()
+        return int(response.json()[channel])
 
     def configure(self, channel: Channel, **fields: Any) -> dict[str, Any]:
         """Change config fields of one stub while it runs (sets are replaced, not merged)."""

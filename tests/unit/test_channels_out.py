@@ -32,6 +32,7 @@ from services.notifier.channels.base import (
     SendPermanent,
     SendTransient,
     Sent,
+    request_failure,
 )
 from services.notifier.channels.registry import build_senders, configured_channels
 from shared.settings import NotifierSettings
@@ -473,6 +474,26 @@ async def test_adapter_network_failures_are_transient(
     # The detail names the error type only: never a URL (with its token) or an address.
     assert "secret" not in str(caught.value)
     assert "3161" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "may_have_arrived"),
+    [
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow"), False),
+        (httpx.PoolTimeout("busy"), False),
+        (httpx.ReadTimeout("slow"), True),
+        (httpx.WriteTimeout("slow"), True),
+        (httpx.RemoteProtocolError("eof"), True),
+        (httpx.ReadError("reset"), True),
+    ],
+)
+def test_only_a_request_never_written_is_certainly_not_with_the_provider(
+    error: httpx.RequestError, may_have_arrived: bool
+) -> None:
+    failure = request_failure(error)
+    assert failure.may_have_arrived is may_have_arrived
+    assert failure.reason == ("timeout" if isinstance(error, httpx.TimeoutException) else "network")
 
 
 async def test_adapter_permanent_failure_is_raised() -> None:

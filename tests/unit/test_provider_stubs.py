@@ -892,7 +892,9 @@ def test_stubs_run_as_a_separate_process(client: httpx.Client) -> None:
         assert tg_send(client, env, 77, "hallo").status_code == 200
         assert tg_send(client, env, 77, "hallo").status_code == 429
         remote.fail_next("telegram", 1, status=502)
+        assert remote.faults_pending("telegram") == 1
         assert tg_send(client, env, 78, "hallo").status_code == 502
+        assert remote.faults_pending("telegram") == 0
         remote.configure("telegram", blocked_chats=[79])
         assert tg_send(client, env, 79, "hallo").status_code == 403
         [delivered] = remote.received("telegram")

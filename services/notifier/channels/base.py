@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import httpx
+
 from shared.errors import PermanentError, TransientError
 from shared.schemas import MemberChannel
 
@@ -45,14 +47,38 @@ class Sent:
 
 
 class SendTransient(TransientError):
-    """Worth retrying later; retry_after_s is the provider's own hint when it gave one."""
+    """Worth retrying later; retry_after_s is the provider's own hint when it gave one.
+
+    may_have_arrived: the request may have reached the provider although we got no answer
+    (a read timeout, a connection dropped after sending), so sending it again could be a
+    second message to the person.
+    """
 
     def __init__(
-        self, reason: TransientReason, detail: str = "", *, retry_after_s: float | None = None
+        self,
+        reason: TransientReason,
+        detail: str = "",
+        *,
+        retry_after_s: float | None = None,
+        may_have_arrived: bool = False,
     ) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason, retry_after_s=retry_after_s)
         self.reason = reason
         self.detail = detail
+        self.may_have_arrived = may_have_arrived
+
+
+#: HTTP failures that happen before a request is written: the provider certainly has nothing.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def request_failure(exc: httpx.RequestError) -> SendTransient:
+    """An HTTP request that got no answer, as a transient failure that says whether the
+    provider may have the message (anything after connecting: it may)."""
+    reason: TransientReason = "timeout" if isinstance(exc, httpx.TimeoutException) else "network"
+    return SendTransient(
+        reason, type(exc).__name__, may_have_arrived=not isinstance(exc, _NEVER_SENT)
+    )
 
 
 class SendPermanent(PermanentError):

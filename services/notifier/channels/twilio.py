@@ -28,6 +28,7 @@ from services.notifier.channels.base import (
     SendPermanent,
     SendTransient,
     Sent,
+    request_failure,
 )
 from shared.schemas import MemberChannel
 from shared.settings import NotifierSettings
@@ -160,12 +161,10 @@ class TwilioSmsSender:
         request = build_request(self.settings, message)
         try:
             response = await self._client.post(request.url, data=request.form, auth=request.auth)
-        except httpx.TimeoutException as exc:
-            # Ambiguous: Twilio may have queued it. The StatusCallback carries the delivery id,
-            # so a late receipt is still matched if the retry sends a second copy.
-            raise SendTransient("timeout", type(exc).__name__) from exc
         except httpx.RequestError as exc:
-            raise SendTransient("network", type(exc).__name__) from exc
+            # Ambiguous once connected: Twilio may have queued it. Its StatusCallback carries
+            # the delivery id, so the delivery waits for that receipt before any second copy.
+            raise request_failure(exc) from exc
         outcome = classify(
             response.status_code, _json(response), response.headers.get("Retry-After")
         )

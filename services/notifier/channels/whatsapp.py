@@ -36,6 +36,7 @@ from services.notifier.channels.base import (
     SendPermanent,
     SendTransient,
     Sent,
+    request_failure,
 )
 from shared.schemas import MemberChannel
 from shared.settings import NotifierSettings
@@ -237,10 +238,9 @@ class WhatsAppSender:
             response = await self._client.post(
                 request.url, json=request.json, headers=request.headers
             )
-        except httpx.TimeoutException as exc:
-            raise SendTransient("timeout", type(exc).__name__) from exc
         except httpx.RequestError as exc:
-            raise SendTransient("network", type(exc).__name__) from exc
+            # Ambiguous once connected: the status webhook tells (see request_failure).
+            raise request_failure(exc) from exc
         outcome = classify(
             response.status_code, _json(response), response.headers.get("Retry-After")
         )
