@@ -37,9 +37,10 @@ SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|AUTH)", re.IGNORECASE)
 MIN_SECRET_LEN = 8
 
 PHONE_PATTERNS = {
-    "e164": re.compile(r"(?<![\w+])\+[1-9]\d{7,14}(?!\d)"),
-    "nl_mobile": re.compile(r"(?<![\w.:/-])06\d{8}(?!\d)"),
-    "wa_id": re.compile(r"(?<![\w.:/-])316\d{8}(?!\d)"),
+    "e164": re.compile(r"(?<![\w+])\+[1-9]\d{7,14}(?!\w)"),
+    # Not inside a longer word: hex ids (alert ids, hashes) may start with "06" and 8 digits.
+    "nl_mobile": re.compile(r"(?<![\w.:/-])06\d{8}(?!\w)"),
+    "wa_id": re.compile(r"(?<![\w.:/-])316\d{8}(?!\w)"),
 }
 BODY_FIELDS = frozenset({"text", "body", "Body", "message_text", "headline", "description"})
 
