@@ -364,7 +364,12 @@ class DeliveryService:
         for sender in self.senders.values():
             await sender.aclose()
         if self._nc is not None:
-            await self._nc.drain()
+            # Not drain(): pull subscriptions whose fetch loops were cancelled never finish
+            # draining, and held every shutdown for the whole drain timeout. By now each job is
+            # settled or left for redelivery; flush the acks and close.
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await self._nc.flush(timeout=2)
+            await self._nc.close()
         with contextlib.suppress(RedisError):
             await self.redis.delete(alive_key(self.owner))
 

@@ -111,3 +111,11 @@ def test_two_replicas_of_every_service_deliver_each_message_once(
     assert sum(delivered) == 400 + 3 * REPORTS
     assert sum(routed) == 1 + REPORTS
     assert accepted == [REPORTS / 2, REPORTS / 2]
+
+    # SIGTERM stops every replica cleanly (its last words logged), not by the kill that
+    # follows a stop that hangs.
+    system.stop_all()
+    for name in ("ingest", "router", "notifier"):
+        for log_path in (system.log_path(name), system.workdir / f"{name}-2.log"):
+            text = log_path.read_text(encoding="utf-8", errors="replace")
+            assert f'"msg": "{name} stopped"' in text, f"{log_path.name} did not stop cleanly"
