@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from redis.asyncio import Redis
 
@@ -171,7 +171,3 @@ def _names(
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
-
-def utcnow() -> datetime:
-    """Now, timezone-aware (a seam for tests)."""
-    return datetime.now(UTC)

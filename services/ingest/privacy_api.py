@@ -17,8 +17,8 @@ from services.ingest.auth import Role, require_admin
 from services.ingest.erasure import PERSONAL_STREAMS, Eraser
 from shared.addresses import AddressError, normalise_address
 from shared.broker import ServiceRuntime
-from shared.retention import sweep, utcnow
-from shared.schemas import MemberChannel
+from shared.retention import sweep
+from shared.schemas import MemberChannel, utcnow
 from shared.settings import IngestSettings
 
 log = logging.getLogger(__name__)
