@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared.autopipe import AutoPipeline
 from shared.delivery_stats import BUCKET_TTL_S, TOTAL_KEY, minute_key, minute_of, stat_channel
 from shared.schemas import DeliveryAttempted, delivery_id
 
@@ -270,6 +271,8 @@ class OutcomeStore:
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
         self._commit = redis.register_script(_COMMIT)
+        # Outcomes of the alerts one fetch brought in are recorded in one pipeline.
+        self._auto = AutoPipeline(redis)
 
     async def record(
         self,
@@ -284,8 +287,9 @@ class OutcomeStore:
         `inflight` names the in-flight marker to clear in the same step.
         """
         entry = json.dumps(outbox_entry, ensure_ascii=False) if outbox_entry else ""
-        written = await self._script(
-            keys=[
+        written = await self._auto.script(
+            self._script,
+            [
                 outcomes_key(attempt.alert_id),
                 OUTBOX,
                 reach_key(attempt.alert_id),
@@ -294,7 +298,7 @@ class OutcomeStore:
                 minute_key(minute_of(time.time())),
                 TOTAL_KEY,
             ],
-            args=[
+            [
                 attempt.recipient,
                 attempt.model_dump_json(),
                 self.ttl_s,
@@ -385,11 +389,14 @@ class OutcomeStore:
     async def plan(self, alert_id: str, recipients: int) -> tuple[bool, set[str]]:
         """Record how many recipients an alert was meant to reach (True the first time), and
         who already has an outcome (a repeated fan-out skips them): one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(reach_key(alert_id), "planned", recipients)
-            pipe.expire(reach_key(alert_id), self.ttl_s)
-            pipe.hkeys(outcomes_key(alert_id))
-            first, _, done = await pipe.execute()
+        reach = reach_key(alert_id)
+        first, _, done = await self._auto.run(
+            lambda pipe: (
+                pipe.hsetnx(reach, "planned", recipients),
+                pipe.expire(reach, self.ttl_s),
+                pipe.hkeys(outcomes_key(alert_id)),
+            )
+        )
         return bool(first), {_text(k) for k in done}
 
     async def apply_receipt(self, alert_id: str, recipient: str, status: str) -> int:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from shared.autopipe import AutoPipeline
 
 _BUCKET_SCRIPT = """
 local capacity = tonumber(ARGV[1])
@@ -85,12 +88,24 @@ class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._script = redis.register_script(_BUCKET_SCRIPT)
+        #: Checks made in the same event-loop turn (concurrent requests) share one pipeline.
+        self.auto = AutoPipeline(redis)
 
     async def hit(self, key: str, limit: Limit, cost: float = 1.0) -> Decision:
         """Take `cost` tokens from the bucket `key` if there are enough."""
-        allowed, retry, tokens = await self._script(
-            keys=[f"ba:rl:{key}"], args=[limit.capacity, limit.per_second, cost]
+        (reply,) = await self.auto.run(lambda pipe: self.queue_hit(pipe, key, limit, cost))
+        return self.decision(reply)
+
+    def queue_hit(self, pipe: Pipeline, key: str, limit: Limit, cost: float = 1.0) -> None:
+        """Queue the check on a pipeline of `self.auto`; `decision` reads its reply."""
+        self.auto.queue_script(
+            pipe, self._script, [f"ba:rl:{key}"], [limit.capacity, limit.per_second, cost]
         )
+
+    @staticmethod
+    def decision(reply: list[bytes | str | int]) -> Decision:
+        """The reply of one queued check, as a Decision."""
+        allowed, retry, tokens = reply
         return Decision(bool(int(allowed)), float(retry), float(tokens))
 
 
@@ -239,14 +254,24 @@ class RecipientCap:
         self.max = per_hour * window_s / 3600.0
         self.window_s = window_s
         self._script = redis.register_script(_CAP_SCRIPT)
+        self._auto = AutoPipeline(redis)
 
     async def allow(self, alert_id: str, recipients: list[str]) -> set[str]:
-        """The recipients who may still receive this alert (in chunks: one round trip each)."""
-        allowed: set[str] = set()
-        for start in range(0, len(recipients), 500):
-            chunk = recipients[start : start + 500]
-            flags = await self._script(
-                keys=[f"ba:cap:{r}" for r in chunk], args=[alert_id, self.window_s, self.max]
-            )
-            allowed.update(r for r, ok in zip(chunk, flags, strict=True) if int(ok))
-        return allowed
+        """The recipients who may still receive this alert (in chunks of 500, one pipeline)."""
+        chunks = [recipients[i : i + 500] for i in range(0, len(recipients), 500)]
+        if not chunks:
+            return set()
+        args = (alert_id, self.window_s, self.max)
+
+        def build(pipe: Pipeline) -> None:
+            for chunk in chunks:
+                keys = [f"ba:cap:{r}" for r in chunk]
+                self._auto.queue_script(pipe, self._script, keys, args)
+
+        replies = await self._auto.run(build)
+        return {
+            r
+            for chunk, flags in zip(chunks, replies, strict=True)
+            for r, ok in zip(chunk, flags, strict=True)
+            if int(ok)
+        }

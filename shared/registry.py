@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from shared.addresses import recipient_key
+from shared.autopipe import AutoPipeline
 from shared.schemas import AreaOut, GroupIn, Member, MemberChannel, MemberIn
 
 AREAS = "ba:areas"
@@ -76,6 +77,8 @@ class Registry:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        # The notifier reads the members of every routed alert's groups: gathered per turn.
+        self._auto = AutoPipeline(redis)
 
     async def version(self) -> int:
         """Current registry version; changes whenever areas or groups change."""
@@ -217,7 +220,7 @@ class Registry:
 
     async def members(self, group_id: str) -> list[Member]:
         """All members of a group."""
-        raw = await self.redis.hgetall(members_key(group_id))
+        (raw,) = await self._auto.run(lambda pipe: pipe.hgetall(members_key(group_id)))
         return [Member.model_validate_json(v) for v in raw.values()]
 
 

@@ -58,7 +58,7 @@ def install(
     coverage: Coverage,
 ) -> None:
     """Add the v1 API and its error handlers to the app."""
-    admission = Admission(registry.redis, limiter)
+    admission = Admission(limiter)
     admin = Depends(require_admin(keys, registry.redis))
     group_admin = Depends(require_group_admin(keys, registry.redis))
     router = APIRouter(prefix="/v1")

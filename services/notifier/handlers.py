@@ -8,7 +8,6 @@ import time
 from faststream.nats import NatsMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.notifier.channels.outbox import OutboxChannel
@@ -17,6 +16,7 @@ from services.notifier.jobs import JobQueue
 from services.notifier.texts import render, subject
 from shared import subjects
 from shared.addresses import opt_out_key, recipient_key, whatsapp_session_key
+from shared.autopipe import AutoPipeline
 from shared.broker import ServiceRuntime
 from shared.consuming import Settler, durable_subscriber
 from shared.errors import PermanentError, TransientError
@@ -49,6 +49,7 @@ def register(
     store = OutcomeStore(runtime.redis, settings.outcome_ttl_s, settings.outbox_max_len)
     outbox = OutboxChannel(store)
     cap = RecipientCap(runtime.redis, settings.resident_alerts_per_hour)
+    flags = AutoPipeline(runtime.redis)
     settler = Settler("notifier", broker, settings, runtime.metrics)
     planned = Counter(
         "notifier_recipients_planned_total",
@@ -112,7 +113,7 @@ def register(
                     planned.labels(alert.kind).inc(len(recipients))
                 todo = [r for r in recipients if r.key not in done]
                 suppressed.inc(len(recipients) - len(todo))
-                opted_out, sessions = await _opted_out_and_sessions(runtime.redis, todo)
+                opted_out, sessions = await _opted_out_and_sessions(flags, todo)
                 police = alert.notice is not None
                 # Police notices are exempt from the per-person cap on resident alerts.
                 allowed = (
@@ -191,7 +192,7 @@ def register(
 
 
 async def _opted_out_and_sessions(
-    redis: Redis, recipients: list[Recipient]
+    auto: AutoPipeline, recipients: list[Recipient]
 ) -> tuple[set[str], set[str]]:
     """Who said STOP, and which WhatsApp recipients wrote to us in the last 24 hours (free
     text allowed): one round trip."""
@@ -200,7 +201,7 @@ async def _opted_out_and_sessions(
     wa = [r for r in recipients if r.channel == "whatsapp"]
     keys = [opt_out_key(r.channel, r.address) for r in recipients]
     keys += [whatsapp_session_key(r.key) for r in wa]
-    flags = await redis.mget(keys)
+    (flags,) = await auto.run(lambda pipe: pipe.mget(keys))
     n = len(recipients)
     opted_out = {r.key for r, flag in zip(recipients, flags[:n], strict=True) if flag}
     sessions = {r.key for r, flag in zip(wa, flags[n:], strict=True) if flag}
