@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,19 +40,26 @@ class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = time.monotonic()
 
     def close(self) -> None:
         self.writer.close()
 
 
 class LeanPool:
-    """Up to `size` keep-alive connections to one host; each carries one request at a time."""
+    """Up to `size` keep-alive connections to one host; each carries one request at a time.
 
-    def __init__(self, base_url: str, size: int) -> None:
+    A connection idle for `keepalive_s` is not used again: uvicorn closes idle connections
+    after 5 s, and a request written into one it is closing breaks off (as httpx's
+    keepalive_expiry does, 5 s there).
+    """
+
+    def __init__(self, base_url: str, size: int, keepalive_s: float = 4.0) -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.size = size
+        self.keepalive_s = keepalive_s
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(size)
 
@@ -74,7 +82,7 @@ class LeanPool:
             + "\r\n"
         ).encode()
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
+            conn = self._take_idle() or await self._connect()
             try:
                 answer, keep = await asyncio.wait_for(self._exchange(conn, head + body), timeout_s)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
@@ -82,10 +90,21 @@ class LeanPool:
                 conn.close()
                 raise HttpError(type(exc).__name__) from exc
             if keep:
+                conn.idle_since = time.monotonic()
                 self._idle.append(conn)
             else:
                 conn.close()
             return answer
+
+    def _take_idle(self) -> _Conn | None:
+        # The most recently used first; older ones past their keep-alive are closed.
+        fresh_after = time.monotonic() - self.keepalive_s
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.idle_since >= fresh_after:
+                return conn
+            conn.close()
+        return None
 
     @staticmethod
     async def _exchange(conn: _Conn, request: bytes) -> tuple[Answer, bool]:

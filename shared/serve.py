@@ -16,4 +16,7 @@ def serve(app: FastAPI, host: str, port: int) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # uvloop and httptools (dependencies) when installed, else asyncio and h11.
+        loop="auto",
+        http="auto",
     )
