@@ -843,19 +843,29 @@ def print_report(
     )
     print()
     row = "{:<60} {:>7} {:>7} {:>11} {:>9} {:>9} {:>9}"
+
+    def latency_row(label: str, sent: int, ok: int, per_s: str, seconds: list[float]) -> None:
+        print(
+            row.format(
+                label,
+                sent,
+                ok,
+                per_s,
+                ms(pct(seconds, 50)),
+                ms(pct(seconds, 99)),
+                ms(max(seconds, default=float("nan"))),
+            )
+        )
+
     print(row.format("run", "sent", "ok", "per second", "p50 ms", "p99 ms", "max ms"))
     print("-" * 117)
     for when, base in zip(("before", "after"), bases, strict=True):
-        print(
-            row.format(
-                f"baseline {when}: raw nats-py, 3 JetStream hops (batch {args.batch})",
-                base.sent,
-                base.received,
-                f"{base.throughput:,.0f}",
-                ms(pct(base.latencies, 50)),
-                ms(pct(base.latencies, 99)),
-                ms(max(base.latencies, default=float("nan"))),
-            )
+        latency_row(
+            f"baseline {when}: raw nats-py, 3 JetStream hops (batch {args.batch})",
+            base.sent,
+            base.received,
+            f"{base.throughput:,.0f}",
+            base.latencies,
         )
         print(
             row.format(
@@ -868,60 +878,40 @@ def print_report(
                 "",
             )
         )
-    print(
-        row.format(
-            f"baseline paced {args.rate:g}/s for {args.duration:g}s",
-            base_paced.sent,
-            base_paced.received,
-            f"{rate(base_paced.sent, base_paced.publish_s):,.0f}",
-            ms(pct(base_paced.latencies, 50)),
-            ms(pct(base_paced.latencies, 99)),
-            ms(max(base_paced.latencies, default=float("nan"))),
-        )
+    latency_row(
+        f"baseline paced {args.rate:g}/s for {args.duration:g}s",
+        base_paced.sent,
+        base_paced.received,
+        f"{rate(base_paced.sent, base_paced.publish_s):,.0f}",
+        base_paced.latencies,
     )
-    print(
-        row.format(
-            f"pipeline {sat.name}: POST -> 202",
-            sat.scheduled,
-            sat.accepted,
-            f"{sat.accepted_per_s:,.0f}",
-            ms(pct(sat.http_s, 50)),
-            ms(pct(sat.http_s, 99)),
-            ms(max(sat.http_s, default=float("nan"))),
-        )
+    latency_row(
+        f"pipeline {sat.name}: POST -> 202",
+        sat.scheduled,
+        sat.accepted,
+        f"{sat.accepted_per_s:,.0f}",
+        sat.http_s,
     )
-    print(
-        row.format(
-            "  POST -> outbox (accept -> delivery)",
-            sat.accepted,
-            len(sat_lat),
-            f"{delivered_per_s:,.0f}",
-            ms(pct(sat_lat, 50)),
-            ms(pct(sat_lat, 99)),
-            ms(max(sat_lat, default=float("nan"))),
-        )
+    latency_row(
+        "  POST -> outbox (accept -> delivery)",
+        sat.accepted,
+        len(sat_lat),
+        f"{delivered_per_s:,.0f}",
+        sat_lat,
     )
-    print(
-        row.format(
-            f"pipeline {pace.name}: POST -> 202",
-            pace.scheduled,
-            pace.accepted,
-            f"{pace.accepted_per_s:,.0f}",
-            ms(pct(pace.http_s, 50)),
-            ms(pct(pace.http_s, 99)),
-            ms(max(pace.http_s, default=float("nan"))),
-        )
+    latency_row(
+        f"pipeline {pace.name}: POST -> 202",
+        pace.scheduled,
+        pace.accepted,
+        f"{pace.accepted_per_s:,.0f}",
+        pace.http_s,
     )
-    print(
-        row.format(
-            "  POST -> outbox (accept -> delivery)",
-            pace.accepted,
-            len(pace_lat),
-            "",
-            ms(pct(pace_lat, 50)),
-            ms(pct(pace_lat, 99)),
-            ms(max(pace_lat, default=float("nan"))),
-        )
+    latency_row(
+        "  POST -> outbox (accept -> delivery)",
+        pace.accepted,
+        len(pace_lat),
+        "",
+        pace_lat,
     )
     print()
     base_mean = sum(b.throughput for b in bases) / len(bases)
