@@ -151,7 +151,8 @@ class DeliveryMetrics:
             ),
             rate_limited=Counter(
                 "notifier_rate_limited_total",
-                "Sends that waited for a rate budget (scope: account, chat, group, police)",
+                "Sends that waited for a rate budget (scope: account, chat, group, police; "
+                "late: a request held up past its budget's moment took a fresh one)",
                 ["channel", "scope"],
                 registry=registry,
             ),
@@ -603,10 +604,19 @@ class DeliveryService:
                     job.channel,
                     extra={"delivery_id": job.delivery_id},
                 )
+            if at_claim and budget.late_s() > SEND_LATE_MAX_S:
+                # The claim's round trip ran late (a CPU or Redis busy, as right after a
+                # restart): the request would crowd the next budget's in a provider window.
+                # Committed already, so a crash while waiting is judged like one mid-request.
+                budget = await self._on_time(job, budget, committed=True)
             sending = True
             await self._send(lease, resend, budget, woke_at)
         except RedisError as exc:
             log.warning("deliver %s: redis %s; retry later", job.channel, type(exc).__name__)
+            await lease.abandon()
+        except SendTransient:
+            # Stopping while waiting for a fresh budget before the claim: not sent; the job
+            # comes back to this or another notifier.
             await lease.abandon()
         finally:
             if not sending:
@@ -626,19 +636,25 @@ class DeliveryService:
             self._lead_s[job.channel] = min(
                 MAX_LEAD_S, 0.8 * self._lead_s.get(job.channel, lead) + 0.2 * lead
             )
-            await self._on_time(job, budget)
+            budget_now = await self._on_time(job, budget)
             try:
                 ours = await self.store.commit(job.delivery_id, self.owner)
             except RedisError as exc:
                 raise SendTransient("network", "redis unavailable at commit") from exc
             if not ours:
                 raise SendAbandoned()
+            if budget_now.late_s() > SEND_LATE_MAX_S:
+                # The commit's round trip ran late: as for a late claim (see _claim_and_send).
+                await self._on_time(job, budget_now, committed=True)
 
         return commit
 
-    async def _on_time(self, job: DeliveryRequested, budget: _Budget) -> _Budget:
+    async def _on_time(
+        self, job: DeliveryRequested, budget: _Budget, *, committed: bool = False
+    ) -> _Budget:
         """Wait for the budget's moment; if already more than SEND_LATE_MAX_S past it, take a
-        fresh budget (the one the request then goes on).
+        fresh budget (the one the request then goes on). `committed`: past the point of no
+        return, so a notifier stopping meanwhile sends at once rather than give up.
 
         Sent late, a request could share a provider window with the requests budgeted after
         it, which leave on time. Called right before the point of no return, as that is when
@@ -651,7 +667,10 @@ class DeliveryService:
             if budget.late_s() <= SEND_LATE_MAX_S:
                 break
             self.metrics.rate_limited.labels(job.channel, "late").inc()
-            budget = await self._rebudget(job)
+            fresh = await self._rebudget(job, give_up_when_stopping=not committed)
+            if fresh is None:
+                break
+            budget = fresh
             await budget.sleep()
         return budget
 
@@ -729,13 +748,20 @@ class DeliveryService:
                 await lease.abandon()
                 return None
 
-    async def _rebudget(self, job: DeliveryRequested) -> _Budget:
-        """A fresh budget for a request already under way: wait for it, whoever says no."""
+    async def _rebudget(
+        self, job: DeliveryRequested, *, give_up_when_stopping: bool = True
+    ) -> _Budget | None:
+        """A fresh budget for a request already under way: wait for it, whoever says no.
+
+        When the notifier stops meanwhile: SendTransient, or None (go now) if not to give up.
+        """
         while True:
             grant, budget = await self._ask_budget(job)
             if grant.allowed:
                 return budget
             if self._stopping.is_set():
+                if not give_up_when_stopping:
+                    return None
                 raise SendTransient("network", "notifier stopping")
             await asyncio.sleep(min(grant.wait_s, 1.0))
 
