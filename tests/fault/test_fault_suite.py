@@ -625,6 +625,11 @@ async def account(run: Run, redis: Redis, stubs: RemoteStubs) -> tuple[Tally, di
                 "callbacks",
             )
         },
+        # When each refusal by a provider limit happened (seconds since the run began, as the
+        # chaos events), and the admitted sends of that key around it.
+        "limit_refusals": [
+            {**item, "at": run.since(float(item["at"]))} for item in summary.get("refusals", [])
+        ],
         "progress": run.progress,
     }
     return result, report

@@ -43,6 +43,8 @@ _SWEEP_EVERY = 20_000
 # read up to this long before a later one's handler ran) is still checked against every
 # window it belongs to.
 _REORDER_S = 2.0
+#: Refusals by a limit kept for reports (the latest ones).
+_REFUSALS_KEPT = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,9 @@ class Ledger:
         self._requests: Counter[str] = Counter()
         self._callbacks: Counter[str] = Counter()
         self._admits_since_sweep = 0
+        # The latest refusals by a limit, with the window that was full: when a test finds a
+        # violation, this says when it happened and how the sends before it were spaced.
+        self._refusals: deque[dict[str, Any]] = deque(maxlen=_REFUSALS_KEPT)
 
     # --- written by the stubs -------------------------------------------------------------
 
@@ -260,6 +265,16 @@ class Ledger:
                 if peak > limit.limit:
                     refused.append(limit.name)
                     window.violations += 1
+                    lo = bisect.bisect_right(known, now - limit.window_s)
+                    hi = bisect.bisect_left(known, now + limit.window_s)
+                    self._refusals.append(
+                        {
+                            "limit": limit.name,
+                            "key": key,
+                            "at": now,
+                            "nearby_s": [round(t - now, 4) for t in known[lo:hi]],
+                        }
+                    )
                     # The oldest arrival that must leave before `weight` more fit in a window.
                     expire = len(known) + weight - limit.limit - 1
                     if weight > limit.limit or not 0 <= expire < len(known):
@@ -365,6 +380,12 @@ class Ledger:
         with self._lock:
             return {name: w.violations for name, w in self._windows.items()}
 
+    def refusals(self) -> list[dict[str, Any]]:
+        """The latest refusals by a limit: limit, key, arrival time (the ledger's clock) and
+        the admitted arrivals of that key less than one window away, relative to it."""
+        with self._lock:
+            return list(self._refusals)
+
     @property
     def requests_total(self) -> int:
         """Requests that reached any stub (refused ones included)."""
@@ -411,6 +432,7 @@ class Ledger:
             "received_total": len(received),
             "received_by_channel": dict(Counter(m.channel for m in received)),
             "violations": self.violations(),
+            "refusals": self.refusals(),
             "usage": {name: self.usage(name).as_json() for name in self.limit_names()},
             "duplicates": [asdict(d) for d in self.duplicates()],
             "duplicate_deliveries": self.duplicate_deliveries(),
@@ -423,6 +445,7 @@ class Ledger:
             self._received.clear()
             self._requests.clear()
             self._callbacks.clear()
+            self._refusals.clear()
             self._windows = {name: _Window(w.limit) for name, w in self._windows.items()}
 
 

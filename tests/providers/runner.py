@@ -523,6 +523,10 @@ class RemoteStubs:
                 if known is None or item["admitted"] > known["admitted"]:
                     usage[limit_name] = item
         merged["usage"] = usage
+        merged["refusals"] = sorted(
+            (item for part in parts for item in part.get("refusals") or []),
+            key=lambda item: float(item["at"]),
+        )
         return merged
 
     def summary(self) -> dict[str, Any]:

@@ -818,6 +818,22 @@ def test_refused_requests_charge_no_limit() -> None:
     assert ledger.violations() == {"bot": 0, "chat": 5}
 
 
+def test_refusals_say_when_and_which_sends_filled_the_window() -> None:
+    clock = FakeClock()
+    ledger = Ledger(clock)
+    chat = Limit("chat", 1, 1.0)
+    clock.now = 100.0
+    assert ledger.admit([(chat, "7")])[1] is None
+    clock.now = 100.6
+    assert ledger.admit([(chat, "7")])[1] is not None
+    assert ledger.refusals() == [
+        {"limit": "chat", "key": "7", "at": 100.6, "nearby_s": [pytest.approx(-0.6)]}
+    ]
+    assert ledger.summary()["refusals"] == ledger.refusals()
+    ledger.reset()
+    assert ledger.refusals() == []
+
+
 def test_usage_reports_peak_and_mean_share() -> None:
     clock = FakeClock()
     ledger = Ledger(clock)
