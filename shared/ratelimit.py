@@ -115,6 +115,8 @@ class RateLimiter:
 # A grant may be a reservation: when every bucket has its token within `max_reserve` seconds, the
 # tokens are taken now (going negative) and the caller sends after `wait`. Sends then keep to an
 # absolute schedule (one every 1/rate s), instead of each losing the caller's own round trip.
+# Every bucket is charged as of that send, not of the ask: a chat whose message waits 0.2 s for
+# the bot's budget must not count it as sent now (its next message would follow 0.2 s too soon).
 # KEYS: bucket keys..., then the police flag. ARGV: priority, flag ttl ms, max reserve seconds,
 # then capacity and rate per bucket.
 # Returns {allowed, wait seconds, index of the bucket that said no (0 = flag, -1 = none)}.
@@ -151,7 +153,10 @@ end
 for i = 1, n do
   local cap = tonumber(ARGV[2 + 2 * i])
   local rate = tonumber(ARGV[3 + 2 * i])
-  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i] - 1), 'ts', tostring(now))
+  -- Charged at the send (now + wait), stated as of now: what the bucket will hold then, less
+  -- the token, less the refill until then. At most cap - 1, so no refill is clamped meanwhile.
+  local left = math.min(cap, tokens[i] + wait * rate) - 1 - wait * rate
+  redis.call('HSET', KEYS[i], 'tokens', tostring(left), 'ts', tostring(now))
   redis.call('PEXPIRE', KEYS[i], math.ceil(cap / rate * 1000) + 60000)
 end
 return {1, tostring(wait), '-1'}

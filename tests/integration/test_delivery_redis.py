@@ -81,6 +81,28 @@ async def test_sends_are_spaced_at_the_planned_rate_across_clients(redis_url: st
         await c.aclose()
 
 
+async def test_a_reservation_charges_every_bucket_at_the_moment_it_is_sent(
+    redis_url: str,
+) -> None:
+    # Found by the fault suite: the bot's budget made a Telegram message wait 0.2 s, but its
+    # chat's budget was charged at once, so the chat's next message went 1 s after "now",
+    # only 0.8 s after the first actually left: over Telegram's 1 per second per chat.
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    limiter = MultiLimiter(redis, max_reserve_s=1.0)
+    bot = Bucket("tg:account", Limit(1, 5), "account")  # one every 0.2 s
+    chat = Bucket("tg:chat:x", Limit(1, 1), "chat")  # one a second
+    other = Bucket("tg:chat:y", Limit(1, 1), "chat")
+    assert (await limiter.acquire([bot, other], "police", "tg:police")).allowed
+    first = await limiter.acquire([bot, chat], "police", "tg:police")
+    assert first.allowed
+    assert 0.15 < first.wait_s <= 0.2  # the bot's: sent 0.2 s from now
+    await asyncio.sleep(0.9)  # a second after "now", but only 0.7 s after that send
+    second = await limiter.acquire([bot, chat], "police", "tg:police")
+    assert not second.allowed or second.wait_s >= 0.25, second
+    assert second.denied_by in ("chat", "")
+    await redis.aclose()
+
+
 async def test_penalise_honours_a_providers_retry_after(redis_url: str) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     limiter = MultiLimiter(redis)
