@@ -274,6 +274,8 @@ async def test_alerts_survive_crashes_restarts_and_provider_errors(
     assert result.misrouted == 0, f"misrouted: {result.misrouted_examples}"
     assert result.phantom == 0, f"delivered but never received: {result.phantom_examples}"
     assert result.accepted == ALERTS
+    # No provider limit exceeded, through every kill and restart.
+    assert not report["limit_refusals"], report["limit_refusals"][:10]
 
 
 def create_groups(system: System) -> list[Member]:
