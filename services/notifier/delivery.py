@@ -604,10 +604,10 @@ class DeliveryService:
                     job.channel,
                     extra={"delivery_id": job.delivery_id},
                 )
-            if at_claim and budget.late_s() > SEND_LATE_MAX_S:
-                # The claim's round trip ran late (a CPU or Redis busy, as right after a
-                # restart): the request would crowd the next budget's in a provider window.
-                # Committed already, so a crash while waiting is judged like one mid-request.
+            if at_claim:
+                # Once more: the claim's round trip may have run late (a CPU or Redis busy, as
+                # right after a restart). Committed already, so a crash while waiting for a
+                # fresh budget is judged like one mid-request.
                 budget = await self._on_time(job, budget, committed=True)
             sending = True
             await self._send(lease, resend, budget, woke_at)
@@ -643,9 +643,8 @@ class DeliveryService:
                 raise SendTransient("network", "redis unavailable at commit") from exc
             if not ours:
                 raise SendAbandoned()
-            if budget_now.late_s() > SEND_LATE_MAX_S:
-                # The commit's round trip ran late: as for a late claim (see _claim_and_send).
-                await self._on_time(job, budget_now, committed=True)
+            # Once more: the commit's round trip may have run late (see _claim_and_send).
+            await self._on_time(job, budget_now, committed=True)
 
         return commit
 
